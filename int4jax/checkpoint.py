@@ -1,0 +1,88 @@
+"""Orbax checkpoints; the only module that imports orbax.
+
+A run keeps two managers under `<workdir>/checkpoints/`:
+  latest/  params + opt_state + step + rng (the full train state) and metadata, for resuming;
+  best/    params and metadata of the best validation step, for evaluation and as a student's teacher.
+Each keeps one step. Metadata is JSON: task, model, policy JSON, data position, metrics, resolved config, so a
+checkpoint is self-describing (a teacher from another task is refused before training starts).
+Saves are synchronous: a preempted run then always finds a complete checkpoint (orbax renames atomically).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+LATEST, BEST = "latest", "best"
+
+
+def _manager(directory: str) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(directory: str, step: int, state: dict[str, Any], metadata: dict[str, Any]) -> None:
+  """Saves the pytree items in `state` (e.g. params, opt_state, ...) and JSON `metadata` at `step`."""
+  items = {name: ocp.args.StandardSave(_wrap(tree)) for name, tree in state.items()}
+  items["metadata"] = ocp.args.JsonSave(metadata)
+  with _manager(directory) as mngr:
+    mngr.save(step, args=ocp.args.Composite(**items), force=True)
+    mngr.wait_until_finished()
+
+
+def latest_step(directory: str) -> int | None:
+  if not os.path.isdir(directory):
+    return None
+  with _manager(directory) as mngr:
+    return mngr.latest_step()
+
+
+def read_metadata(directory: str) -> dict[str, Any]:
+  """The JSON metadata of the checkpoint in `directory` (latest/ or best/). FileNotFoundError if none."""
+  step = latest_step(directory)
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint under {directory!r}")
+  with _manager(directory) as mngr:
+    return dict(mngr.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"])
+
+
+def restore(directory: str, targets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Restores the items named in `targets` (abstract pytrees: jax.ShapeDtypeStruct leaves with shardings, or
+  concrete arrays whose shape/dtype/sharding are copied) and the metadata. Returns (items, metadata)."""
+  step = latest_step(directory)
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint under {directory!r}")
+  items = {name: ocp.args.StandardRestore(_wrap(jax.tree.map(_abstract, tree))) for name, tree in targets.items()}
+  items["metadata"] = ocp.args.JsonRestore()
+  with _manager(directory) as mngr:
+    out = mngr.restore(step, args=ocp.args.Composite(**items))
+  restored = {name: _unwrap(out[name], targets[name]) for name in targets}
+  return restored, dict(out["metadata"])
+
+
+def _is_leaf(tree) -> bool:
+  return len(jax.tree.leaves(tree)) == 1 and jax.tree.structure(tree).num_nodes == 1
+
+
+def _wrap(tree):
+  # StandardSave refuses a bare array (step, rng): store it as {"value": x}.
+  return {"value": tree} if _is_leaf(tree) else tree
+
+
+def _unwrap(tree, target):
+  return tree["value"] if _is_leaf(target) else tree
+
+
+def _abstract(x):
+  if isinstance(x, jax.ShapeDtypeStruct):
+    if x.sharding is None:
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    return x
+  if isinstance(x, jax.Array):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  x = np.asarray(x)
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))

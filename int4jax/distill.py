@@ -1,0 +1,105 @@
+"""Knowledge-distillation losses of the paper's BERT recipe (paper_spec.md §2.3). Pure, jittable, fp32.
+
+Recipe (DeepSpeedExamples XTC `forward_loss`, one-stage): loss = L_logit + L_att + L_rep, all weights 1, no
+temperature, and no ground-truth term for BERT.
+  L_logit: soft cross-entropy mean(-softmax(t) * log_softmax(s)) over *all* batch x class elements (so it is
+           divided by the number of classes, as nn.Module mean reduction does); MSE for regression (STS-B).
+  L_att:   sum over layers of MSE between pre-softmax scores QK^T/sqrt(d) (the paper's Att*). Unlike DSE we drop
+           every (query, key) pair that touches padding: padded scores carry no information, and the reference
+           only got away with including them because the -10000 additive mask cancels in fp32.
+  L_rep:   sum over hidden states 0..L (0 = embedding output) of MSE; padded tokens excluded when a mask is given.
+Each function takes `weights` / `attention_mask` so padding never enters the means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+LOSS_TERMS = ("logit", "att", "rep", "gt")
+PAPER_BERT_LOSS_TERMS = ("logit", "att", "rep")
+
+
+def _f32(x):
+  return jnp.asarray(x, jnp.float32)
+
+
+def soft_cross_entropy(student_logits, teacher_logits):
+  """[batch, classes] x2 -> scalar; mean over batch and classes of -softmax(t) log_softmax(s)."""
+  t = jax.nn.softmax(_f32(teacher_logits), axis=-1)
+  return jnp.mean(-t * jax.nn.log_softmax(_f32(student_logits), axis=-1))
+
+
+def mse(a, b):
+  return jnp.mean(jnp.square(_f32(a) - _f32(b)))
+
+
+def _masked_mse(a, b, mask):
+  """mean of (a-b)^2 over the elements where the broadcast mask is 1."""
+  sq = jnp.square(_f32(a) - _f32(b))
+  mask = jnp.broadcast_to(_f32(mask), sq.shape)
+  return jnp.sum(sq * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def attention_score_mse(student_scores: Sequence[jax.Array], teacher_scores: Sequence[jax.Array],
+                        attention_mask=None):
+  """Att*: sum over layers of MSE on [batch, heads, q, k] pre-softmax scores; attention_mask [batch, seq]
+  (1 = token) excludes pairs whose query or key is padding."""
+  if len(student_scores) != len(teacher_scores):
+    raise ValueError(f"{len(student_scores)} student vs {len(teacher_scores)} teacher attention layers")
+  if attention_mask is None:
+    return sum(mse(s, t) for s, t in zip(student_scores, teacher_scores))
+  m = _f32(attention_mask)
+  pair = m[:, None, :, None] * m[:, None, None, :]  # [batch, 1, q, k]
+  return sum(_masked_mse(s, t, pair) for s, t in zip(student_scores, teacher_scores))
+
+
+def hidden_state_mse(student_hidden: Sequence[jax.Array], teacher_hidden: Sequence[jax.Array],
+                     attention_mask=None):
+  """Rep: sum over [batch, seq, d] hidden states (incl. the embedding output) of MSE over real tokens."""
+  if len(student_hidden) != len(teacher_hidden):
+    raise ValueError(f"{len(student_hidden)} student vs {len(teacher_hidden)} teacher hidden states")
+  if attention_mask is None:
+    return sum(mse(s, t) for s, t in zip(student_hidden, teacher_hidden))
+  m = _f32(attention_mask)[:, :, None]
+  return sum(_masked_mse(s, t, m) for s, t in zip(student_hidden, teacher_hidden))
+
+
+def ground_truth_loss(logits, labels, *, is_regression: bool):
+  """Cross-entropy with integer labels, or MSE against float targets for regression (logits [batch, 1])."""
+  if is_regression:
+    return mse(_f32(logits)[..., 0], labels)
+  logp = jax.nn.log_softmax(_f32(logits), axis=-1)
+  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1))
+
+
+def validate_loss_terms(terms: Sequence[str], *, has_teacher: bool) -> tuple[str, ...]:
+  terms = tuple(terms)
+  unknown = [t for t in terms if t not in LOSS_TERMS]
+  if unknown or not terms:
+    raise ValueError(f"KD loss terms {list(terms)}: unknown {unknown}; choose from {LOSS_TERMS}")
+  if not has_teacher and set(terms) != {"gt"}:
+    raise ValueError(f"loss terms {list(terms)} need a teacher; without one only 'gt' applies")
+  return terms
+
+
+def kd_loss(student, teacher, labels, attention_mask, terms: Sequence[str], *, is_regression: bool
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Sum of the selected terms. student/teacher: ModelOutput-like objects with logits, attention_scores,
+  hidden_states (teacher may be None when terms == ('gt',)). Returns (loss, {term: value})."""
+  parts = {}
+  for term in terms:
+    if term == "logit":
+      parts[term] = (mse(student.logits, teacher.logits) if is_regression
+                     else soft_cross_entropy(student.logits, teacher.logits))
+    elif term == "att":
+      parts[term] = attention_score_mse(student.attention_scores, teacher.attention_scores, attention_mask)
+    elif term == "rep":
+      parts[term] = hidden_state_mse(student.hidden_states, teacher.hidden_states, attention_mask)
+    elif term == "gt":
+      parts[term] = ground_truth_loss(student.logits, labels, is_regression=is_regression)
+    else:
+      raise ValueError(f"unknown KD loss term {term!r}; choose from {LOSS_TERMS}")
+  return sum(parts.values()), parts

@@ -1,0 +1,72 @@
+"""The quantized Dense layer that every model in int4jax uses.
+
+`QDense` asks the model's `QuantPolicy` which quantizers apply to its weight and to its input activation, by its
+module path (e.g. ``encoder/layer_3/attention/query``) and its GEMM type (one of `policy.GEMM_TYPES`, or None for
+heads and poolers, which stay float). Training uses fake quantization (quantize -> dequantize with a straight-through
+gradient), so the forward computes exactly what a real integer kernel with the same scales computes.
+
+Weights are stored Flax-style as ``kernel[K, N]`` (in_features, out_features): the reduction axis is 0, so weight
+groups run along K and the per-channel scale is one per output column. Activations quantize per token over the
+last axis.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from int4jax import quant
+from int4jax.policy import QuantPolicy
+
+# Collection that QDense sows the effective (fake-quantized) operands into when a caller makes it mutable.
+# Tests and the failure analysis read it; when the collection is not mutable, `sow` is a no-op (no cost).
+QUANT_TAPS = "quant_taps"
+
+
+class QDense(nn.Module):
+  """`y = fq_a(x) @ fq_w(kernel) + bias`, with `fq_*` chosen by the policy (identity when float).
+
+  Attributes:
+    features: N, the output width.
+    policy: the model's quantization policy; None means float.
+    gemm: which of the paper's four GEMM types this layer is ("qkv", "attn_out", "ffn_in", "ffn_out"), or None
+      for layers the paper keeps in float (pooler, classifier, LM head).
+    dtype: compute dtype of the matmul (params stay float32: fp32 master weights).
+  """
+  features: int
+  policy: QuantPolicy | None = None
+  gemm: str | None = None
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.normal(stddev=0.02)
+  bias_init: Callable = nn.initializers.zeros
+
+  @property
+  def module_path(self) -> str:
+    return "/".join(str(p) for p in self.scope.path)
+
+  def quant_specs(self):
+    """(weight_spec, act_spec) for this layer; (None, None) when it stays float."""
+    if self.policy is None:
+      return None, None
+    return self.policy.resolve(self.module_path, self.gemm)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [..., K] -> [..., features]."""
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    w_spec, a_spec = self.quant_specs()
+    if a_spec is not None:
+      # Per-token dynamic quantization of the GEMM input, computed in float32 whatever the compute dtype.
+      x = quant.fake_quant(x.astype(jnp.float32), a_spec, axis=-1)
+      self.sow(QUANT_TAPS, "input", x)
+    if w_spec is not None:
+      kernel = quant.fake_quant(kernel, w_spec, axis=0)
+      self.sow(QUANT_TAPS, "kernel", kernel)
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y

@@ -1,0 +1,167 @@
+"""Multi-head attention shared by BERT, GPT-2 and BART.
+
+The four projections are `QDense` layers, so the policy quantizes them (GEMM types "qkv" and "attn_out"); the
+attention core (QK^T, softmax, PV) stays in float, as in the paper's pipeline (paper_spec.md §1.4, §7.5).
+
+Two paths compute the core:
+- fast: `jax.nn.dot_product_attention` (cuDNN flash attention on the GPU for bf16/fp16) when no taps are wanted and
+  no attention dropout is active;
+- explicit: scores -> mask -> softmax -> dropout -> PV, which can return the pre-softmax scores (the paper's Att*)
+  and the probabilities for knowledge distillation.
+Both agree within float tolerance (tests/models).
+
+Incremental decoding uses Linen's "cache" collection (the convention of flax's lm1b example): initialise the model
+with `decode=True` on an input of shape [batch, max_len] to allocate zero caches, then call with `decode=True` and
+`mutable=["cache"]` on one or more new tokens at a time. Cross-attention recomputes K/V from the encoder output at
+each step (correct, simpler; an optimisation left for later).
+
+Masks are boolean, True = may attend, broadcastable to [batch, heads, q_len, k_len].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from int4jax.layers import QDense
+from int4jax.policy import QuantPolicy
+
+
+def padding_mask(attention_mask: jax.Array) -> jax.Array:
+  """[batch, k_len] of 1/0 (HF convention) -> bool [batch, 1, 1, k_len]."""
+  return attention_mask.astype(bool)[:, None, None, :]
+
+
+def causal_mask(q_len: int, k_len: int, offset: jax.Array | int = 0) -> jax.Array:
+  """bool [1, 1, q_len, k_len]: query i (at absolute position offset + i) sees keys at positions <= its own."""
+  q_pos = jnp.arange(q_len)[:, None] + offset
+  k_pos = jnp.arange(k_len)[None, :]
+  return (k_pos <= q_pos)[None, None]
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+  """Logical AND of the masks that are not None (None when all are None)."""
+  present = [m for m in masks if m is not None]
+  if not present:
+    return None
+  out = present[0]
+  for m in present[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+def attention_core(q, k, v, mask, *, dropout_rate: float, deterministic: bool, want_scores: bool,
+                   want_probs: bool, dropout_rng=None, dtype=jnp.float32):
+  """Scaled dot-product attention on [batch, len, heads, head_dim] inputs.
+
+  Returns (out [batch, q_len, heads, head_dim], scores | None, probs | None); scores are QK^T/sqrt(d) before the
+  mask, in float32.
+  """
+  dropout_active = dropout_rate > 0.0 and not deterministic
+  if not (want_scores or want_probs or dropout_active):
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return out, None, None
+  scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
+  masked = scores if mask is None else jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(masked, axis=-1)
+  attn = probs
+  if dropout_active:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    attn = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bhqk,bkhd->bqhd", attn.astype(dtype), v.astype(dtype))
+  return out, (scores if want_scores else None), (probs if want_probs else None)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self- or cross-attention with policy-quantized projections.
+
+  Attributes:
+    num_heads, head_dim: d_model = num_heads * head_dim.
+    policy: quantization policy passed to every projection.
+    proj_names: either (q, k, v, out) names for separate projections (BERT, BART) or (qkv, out) for one fused
+      projection (GPT-2's c_attn), so parameter paths mirror the Hugging Face layout.
+    causal: add a causal mask (decoder self-attention).
+    dropout_rate: attention-probability dropout.
+    out_features: width of the output projection (defaults to num_heads * head_dim).
+  """
+  num_heads: int
+  head_dim: int
+  policy: QuantPolicy | None = None
+  proj_names: tuple[str, ...] = ("query", "key", "value", "output")
+  causal: bool = False
+  dropout_rate: float = 0.0
+  use_bias: bool = True
+  out_features: int | None = None
+  dtype: Any = jnp.float32
+
+  def _dense(self, features: int, name: str, gemm: str) -> QDense:
+    return QDense(features, policy=self.policy, gemm=gemm, use_bias=self.use_bias, dtype=self.dtype, name=name)
+
+  def _project(self, x, kv):
+    d = self.num_heads * self.head_dim
+    split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, self.head_dim))
+    if len(self.proj_names) == 2:
+      if kv is not None:
+        raise ValueError("a fused qkv projection cannot do cross-attention; use separate q/k/v names")
+      q, k, v = jnp.split(self._dense(3 * d, self.proj_names[0], "qkv")(x), 3, axis=-1)
+    elif len(self.proj_names) == 4:
+      src = x if kv is None else kv
+      q = self._dense(d, self.proj_names[0], "qkv")(x)
+      k = self._dense(d, self.proj_names[1], "qkv")(src)
+      v = self._dense(d, self.proj_names[2], "qkv")(src)
+    else:
+      raise ValueError(f"proj_names must have 2 (fused) or 4 entries, got {self.proj_names!r}")
+    return split(q), split(k), split(v)
+
+  def _append_to_cache(self, k, v):
+    """Writes the new keys/values at the cache index; returns full-length k, v and the index before the write."""
+    initialised = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if not initialised:  # the init call only allocates the cache (its input length is max_len)
+      return k, v, jnp.array(0, jnp.int32)
+    index = cache_index.value
+    max_len = cached_key.value.shape[1]
+    if k.shape[1] > max_len:
+      raise ValueError(f"{k.shape[1]=} new tokens exceed the cache length {max_len=}")
+    k_all = lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype), (0, index, 0, 0))
+    v_all = lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype), (0, index, 0, 0))
+    cached_key.value, cached_value.value = k_all, v_all
+    cache_index.value = index + k.shape[1]
+    return k_all, v_all, index
+
+  @nn.compact
+  def __call__(self, x: jax.Array, kv: jax.Array | None = None, mask: jax.Array | None = None, *,
+               deterministic: bool = True, want_scores: bool = False, want_probs: bool = False,
+               decode: bool = False):
+    """x: [batch, q_len, d_model]; kv: [batch, k_len, d_kv] for cross-attention (None = self-attention).
+
+    mask: bool, broadcastable to [batch, heads, q_len, k_len]; in self-attention decode mode k_len is the cache
+    length (max_len). Returns (out [batch, q_len, out_features], scores | None, probs | None).
+    """
+    q, k, v = self._project(x, kv)
+    causal = None
+    if decode and kv is None:
+      k, v, index = self._append_to_cache(k, v)
+      if self.causal:
+        causal = causal_mask(q.shape[1], k.shape[1], offset=index)
+      else:  # keys beyond what has been written are empty cache slots
+        causal = (jnp.arange(k.shape[1]) < index + q.shape[1])[None, None, None, :]
+    elif self.causal:
+      causal = causal_mask(q.shape[1], k.shape[1])
+    mask = combine_masks(mask, causal)
+    dropout_rng = None
+    if self.dropout_rate > 0.0 and not deterministic:
+      dropout_rng = self.make_rng("dropout")
+    out, scores, probs = attention_core(q, k, v, mask, dropout_rate=self.dropout_rate, deterministic=deterministic,
+                                        want_scores=want_scores, want_probs=want_probs, dropout_rng=dropout_rng,
+                                        dtype=self.dtype)
+    out = out.reshape(out.shape[:2] + (self.num_heads * self.head_dim,))
+    out_features = self.out_features or self.num_heads * self.head_dim
+    out = self._dense(out_features, self.proj_names[-1], "attn_out")(out)
+    return out, scores, probs

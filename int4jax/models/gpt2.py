@@ -1,0 +1,291 @@
+"""GPT-2 language model (Pre-LN as released, or Post-LN for the paper's §4 experiment) with quantized GEMMs.
+
+Block, Pre-LN (Hugging Face `GPT2LMHeadModel`, `post_ln=False`):
+    x = x + attn(ln_1(x));  x = x + mlp(ln_2(x));   ...;  logits = ln_f(x) @ wte^T
+Block, Post-LN (`post_ln=True`, the original Transformer placement that the paper swaps in, paper_spec.md §4):
+    x = ln_1(x + attn(x));  x = ln_2(x + mlp(x));   ...;  logits = x @ wte^T      (no ln_f: the last block ends in LN)
+Both use the embedding output x_0 = wte[ids] + wpe[positions] unnormalised, as GPT-2 does.
+
+The four GEMMs go through `QDense` with the paper's GEMM labels (paper_spec.md §1.4):
+    attn/c_attn -> "qkv" (one fused [d, 3d] projection), attn/c_proj -> "attn_out",
+    mlp/c_fc -> "ffn_in", mlp/c_proj -> "ffn_out".
+Embeddings, LayerNorms and the LM head (tied to wte) stay float under every policy.
+
+Param tree (mirrors the HF names): wte, wpe, h_{i}/{ln_1, attn/c_attn, attn/c_proj, ln_2, mlp/c_fc, mlp/c_proj}, ln_f.
+
+Taps (`outputs.Taps`), following HF's `output_hidden_states` convention exactly:
+    hidden_states[0] = embedding output, hidden_states[i] = output of block i for i < n_layer, and the last entry
+    is ln_f(output of the last block) (Pre-LN) -- the un-normalised output of the last block is not returned.
+    With Post-LN the last entry is the last block's output. len = n_layer + 1.
+    attention_scores: pre-softmax QK^T/sqrt(d_head) (no mask), attention_probs: post-softmax, per layer.
+The MLP also sows its `c_proj` input (the paper's "FC2 input", Fig. 5) as `intermediates/h_{i}/mlp/ffn_out_input`
+when the caller makes "intermediates" mutable; otherwise the sow costs nothing.
+
+Incremental decoding (Linen "cache" collection, flax lm1b convention):
+    cache = init_cache(model, batch, max_len)
+    out, mut = model.apply({"params": params, "cache": cache}, ids, mask, decode=True, mutable=["cache"])
+    cache = mut["cache"]     # each call appends its tokens; positions continue from the cache index
+`attention_mask` in decode mode covers only the tokens of this call ([batch, new_len]); the model keeps the mask of
+everything written so far in the cache, so padding given earlier stays masked.
+
+HF checkpoints: GPT-2 uses `Conv1D`, whose weight is stored (in, out) -- already the Flax kernel layout, so no
+transpose. `attn.bias`/`attn.masked_bias` causal buffers (old checkpoints) are ignored, a `lm_head.weight` must equal
+`wte.weight` (tied) or be absent, and keys may or may not carry the `transformer.` prefix.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+from int4jax.layers import QDense
+from int4jax.models import hf
+from int4jax.models import registry
+from int4jax.models.attention import MultiHeadAttention, padding_mask
+from int4jax.models.outputs import ModelOutput, Taps
+from int4jax.policy import QuantPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class GPT2Config:
+  vocab_size: int = 50257
+  n_positions: int = 1024
+  n_embd: int = 768
+  n_layer: int = 12
+  n_head: int = 12
+  n_inner: int | None = None          # MLP width; None = 4 * n_embd
+  layer_norm_epsilon: float = 1e-5
+  resid_pdrop: float = 0.1
+  embd_pdrop: float = 0.1
+  attn_pdrop: float = 0.1
+  post_ln: bool = False               # True: Post-LN blocks and no ln_f (see module docstring)
+  policy: QuantPolicy | None = None   # None = float
+  dtype: Any = jnp.float32            # compute dtype; params stay float32
+
+  def __post_init__(self):
+    if self.n_embd % self.n_head:
+      raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+
+  @property
+  def inner_dim(self) -> int:
+    return self.n_inner or 4 * self.n_embd
+
+  @property
+  def head_dim(self) -> int:
+    return self.n_embd // self.n_head
+
+
+def gpt2_base() -> GPT2Config:
+  """GPT-2 small (124M; the paper's "GPT2-base", 117M in its own count)."""
+  return GPT2Config()
+
+
+def gpt2_medium() -> GPT2Config:
+  """GPT-2 medium (355M)."""
+  return GPT2Config(n_embd=1024, n_layer=24, n_head=16)
+
+
+def gpt2_tiny() -> GPT2Config:
+  """For tests: 2 layers, width 32."""
+  return GPT2Config(vocab_size=99, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+
+
+PRESETS = {"gpt2_base": gpt2_base, "gpt2_medium": gpt2_medium, "gpt2_tiny": gpt2_tiny}
+
+
+def _layer_norm(config: GPT2Config, name: str) -> nn.LayerNorm:
+  # Two-pass variance (as torch computes it): the fast E[x^2]-E[x]^2 form costs parity digits.
+  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.dtype, use_fast_variance=False, name=name)
+
+
+class GPT2MLP(nn.Module):
+  config: GPT2Config
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    c = self.config
+    h = QDense(c.inner_dim, policy=c.policy, gemm="ffn_in", dtype=c.dtype, name="c_fc")(x)
+    h = jax.nn.gelu(h, approximate=True)   # HF "gelu_new": the tanh approximation
+    self.sow("intermediates", "ffn_out_input", h)
+    h = QDense(c.n_embd, policy=c.policy, gemm="ffn_out", dtype=c.dtype, name="c_proj")(h)
+    return nn.Dropout(c.resid_pdrop)(h, deterministic=deterministic)
+
+
+class GPT2Block(nn.Module):
+  config: GPT2Config
+
+  @nn.compact
+  def __call__(self, x, mask, *, deterministic: bool, taps: Taps, decode: bool):
+    c = self.config
+    attn = MultiHeadAttention(num_heads=c.n_head, head_dim=c.head_dim, policy=c.policy,
+                              proj_names=("c_attn", "c_proj"), causal=True, dropout_rate=c.attn_pdrop,
+                              dtype=c.dtype, name="attn")
+    mlp = GPT2MLP(c, name="mlp")
+    ln_1, ln_2 = _layer_norm(c, "ln_1"), _layer_norm(c, "ln_2")
+    resid_drop = nn.Dropout(c.resid_pdrop)
+
+    def attend(h):
+      out, scores, probs = attn(h, mask=mask, deterministic=deterministic, want_scores=taps.attention_scores,
+                                want_probs=taps.attention_probs, decode=decode)
+      return resid_drop(out, deterministic=deterministic), scores, probs
+
+    if c.post_ln:
+      a, scores, probs = attend(x)
+      x = ln_1(x + a)
+      x = ln_2(x + mlp(x, deterministic=deterministic))
+    else:
+      a, scores, probs = attend(ln_1(x))
+      x = x + a
+      x = x + mlp(ln_2(x), deterministic=deterministic)
+    return x, scores, probs
+
+
+class GPT2LMHeadModel(nn.Module):
+  """GPT-2 with the tied LM head. See the module docstring for the block layout, taps and decoding."""
+  config: GPT2Config
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+               position_ids: jax.Array | None = None, deterministic: bool = True, taps: Taps = Taps(),
+               decode: bool = False) -> ModelOutput:
+    """input_ids, attention_mask (1 = token, 0 = padding), position_ids: [batch, seq] -> logits [batch, seq, vocab].
+
+    position_ids default to arange(seq) (+ the cache index when decoding), as HF's forward does: left padding
+    therefore shifts the positions of real tokens (pass position_ids to avoid that).
+    """
+    c = self.config
+    batch, seq = input_ids.shape
+    key_mask = attention_mask
+    offset = 0
+    if decode:
+      offset, key_mask = self._update_decode_state(batch, seq, attention_mask)
+    elif seq > c.n_positions:
+      raise ValueError(f"sequence length {seq} exceeds n_positions={c.n_positions}")
+    if position_ids is None:
+      position_ids = offset + jnp.arange(seq)[None, :]
+
+    init = nn.initializers.normal(0.02)
+    wte = nn.Embed(c.vocab_size, c.n_embd, embedding_init=init, name="wte")
+    wpe = nn.Embed(c.n_positions, c.n_embd, embedding_init=init, name="wpe")
+    x = wte(input_ids) + wpe(position_ids)
+    x = nn.Dropout(c.embd_pdrop)(x, deterministic=deterministic).astype(c.dtype)
+    mask = None if key_mask is None else padding_mask(key_mask)
+
+    hidden, scores, probs = [x], [], []
+    for i in range(c.n_layer):
+      x, s, p = GPT2Block(c, name=f"h_{i}")(x, mask, deterministic=deterministic, taps=taps, decode=decode)
+      hidden.append(x)
+      scores.append(s)
+      probs.append(p)
+    if not c.post_ln:
+      x = _layer_norm(c, "ln_f")(x)
+      hidden[-1] = x   # HF convention: the last hidden state is after ln_f
+    # Tied LM head, float under every policy; logits accumulate in float32.
+    logits = jnp.dot(x.astype(c.dtype), wte.embedding.astype(c.dtype).T, preferred_element_type=jnp.float32)
+    return ModelOutput(
+        logits=logits,
+        hidden_states=tuple(hidden) if taps.hidden_states else None,
+        attention_scores=tuple(scores) if taps.attention_scores else None,
+        attention_probs=tuple(probs) if taps.attention_probs else None)
+
+  def _update_decode_state(self, batch: int, seq: int, attention_mask):
+    """Cache index (the position of this call's first token) and the key padding mask over the whole cache."""
+    initialised = self.has_variable("cache", "index")
+    index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+    key_mask = self.variable("cache", "attention_mask", jnp.zeros, (batch, seq), jnp.bool_)
+    if not initialised:  # init call: its input length is the cache length
+      if seq > self.config.n_positions:
+        raise ValueError(f"cache length {seq} exceeds n_positions={self.config.n_positions}")
+      return 0, None
+    start = index.value
+    new = jnp.ones((batch, seq), jnp.bool_) if attention_mask is None else attention_mask.astype(jnp.bool_)
+    key_mask.value = lax.dynamic_update_slice(key_mask.value, new, (0, start))
+    index.value = start + seq
+    return start, key_mask.value
+
+
+def init_cache(model: GPT2LMHeadModel, batch: int, max_len: int) -> dict:
+  """Zeroed "cache" collection for decoding up to `max_len` tokens (shapes only: no forward pass is run)."""
+  ids = jnp.zeros((batch, max_len), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, decode=True))["cache"]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face checkpoints
+
+_SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")   # the same tanh formula
+
+
+def config_from_hf(hf_config: Mapping[str, Any], **overrides) -> GPT2Config:
+  """GPT2Config from a HF config.json dict; options this implementation does not compute raise ValueError."""
+  act = hf_config.get("activation_function", "gelu_new")
+  if act not in _SUPPORTED_ACTIVATIONS:
+    raise ValueError(f"GPT-2 activation_function={act!r} is not supported (only {_SUPPORTED_ACTIVATIONS})")
+  for key, ok in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                  ("add_cross_attention", False)):
+    if hf_config.get(key, ok) != ok:
+      raise ValueError(f"GPT-2 config {key}={hf_config[key]!r} is not supported (expected {ok})")
+  config = GPT2Config(
+      vocab_size=hf_config["vocab_size"], n_positions=hf_config["n_positions"], n_embd=hf_config["n_embd"],
+      n_layer=hf_config["n_layer"], n_head=hf_config["n_head"], n_inner=hf_config.get("n_inner"),
+      layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-5), resid_pdrop=hf_config.get("resid_pdrop", 0.1),
+      embd_pdrop=hf_config.get("embd_pdrop", 0.1), attn_pdrop=hf_config.get("attn_pdrop", 0.1))
+  return registry.replace_config(config, overrides, "GPT-2 config.json")
+
+
+def hf_mapping(config: GPT2Config, prefix: str = "transformer.") -> dict[str, hf.Ref]:
+  """Flax param path -> HF tensor (Conv1D weights are already (in, out): identity transforms throughout)."""
+  p = prefix
+  m = {"wte/embedding": hf.Ref((p + "wte.weight", "lm_head.weight")), "wpe/embedding": hf.Ref(p + "wpe.weight")}
+  lns = ("ln_1", "ln_2")
+  denses = ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj")
+  for i in range(config.n_layer):
+    for ln in lns:
+      m[f"h_{i}/{ln}/scale"] = hf.Ref(f"{p}h.{i}.{ln}.weight")
+      m[f"h_{i}/{ln}/bias"] = hf.Ref(f"{p}h.{i}.{ln}.bias")
+    for d in denses:
+      hf_name = f"{p}h.{i}.{d.replace('/', '.')}"
+      m[f"h_{i}/{d}/kernel"] = hf.Ref(hf_name + ".weight")
+      m[f"h_{i}/{d}/bias"] = hf.Ref(hf_name + ".bias")
+  if not config.post_ln:
+    m["ln_f/scale"] = hf.Ref(p + "ln_f.weight")
+    m["ln_f/bias"] = hf.Ref(p + "ln_f.bias")
+  return m
+
+
+# Causal-mask buffers of old checkpoints (not parameters).
+HF_IGNORE = (r"(^|\.)h\.\d+\.attn\.bias$", r"(^|\.)h\.\d+\.attn\.masked_bias$")
+
+
+def _check_tied(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], source: str) -> None:
+  """Tied tensors stored under several names must be equal: we keep one copy."""
+  present = [n for n in names if n in tensors]
+  for n in present[1:]:
+    a, b = np.asarray(tensors[present[0]]), np.asarray(tensors[n])
+    if a.shape != b.shape or not np.array_equal(a, b):
+      raise ValueError(f"{source}: tensor {n!r} differs from {present[0]!r}; this model ties them")
+
+
+def params_from_hf(config: GPT2Config, tensors: Mapping[str, np.ndarray], source: str = "checkpoint") -> dict:
+  """Strictly maps HF GPT-2 tensors (GPT2LMHeadModel or GPT2Model layout) onto this model's params."""
+  prefix = "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
+  _check_tied(tensors, (prefix + "wte.weight", "lm_head.weight"), source)
+  model = GPT2LMHeadModel(config)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+  return hf.assign_params(shapes, hf_mapping(config, prefix), tensors, ignore=HF_IGNORE, source=source)
+
+
+def _load_params(config, task, hf_config, tensors, rng, source):
+  del task, hf_config, rng   # one task; nothing is newly initialised
+  return params_from_hf(config, tensors, source)
+
+
+registry.register(registry.Family(
+    name="gpt2", presets=PRESETS, config_from_hf=config_from_hf, build=lambda config, task: GPT2LMHeadModel(config),
+    load_params=_load_params, tasks=("lm",), default_task=lambda hf_config: "lm"))

@@ -1,0 +1,146 @@
+"""Which GEMM gets which quantizer: regex rules over module paths plus GEMM-type switches, presets, JSON round trip.
+
+A `QuantPolicy` answers `resolve(path, gemm) -> (weight_spec, act_spec)` for every `QDense`. `gemm` is one of the
+paper's four quantized GEMM types (paper_spec.md §1.4) or None for layers that stay float (pooler, classifier,
+LM head, embeddings are not Dense-quantized at all). Rules are tried in order; the first whose regex `re.search`es the
+path wins. `gemms` switches whole GEMM types on/off (e.g. quantize only `ffn_in`).
+
+Presets `w{W}a{A}`: weights W-bit per output channel (one scale per column of the Flax kernel [K, N], reducing over
+K), or per contiguous group of `weight_group_size` along K; activations A-bit per token, dynamic (reducing over the
+last axis); `a16` keeps activations float. Weights and activations share the `symmetric` flag. "fp32" has no rules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Iterable
+
+from int4jax.quant import QuantSpec
+
+GEMM_TYPES = ("qkv", "attn_out", "ffn_in", "ffn_out")
+PRESETS = ("fp32", "w8a8", "w4a8", "w4a4", "w4a16", "w8a16")
+_PRESET_BITS = {"fp32": (None, None), "w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w4a16": (4, None),
+                "w8a16": (8, None)}
+
+
+def _check_gemms(gemms: Iterable[str] | str) -> frozenset[str]:
+  if isinstance(gemms, str):
+    gemms = (gemms,)
+  gemms = frozenset(gemms)
+  bad = sorted(gemms - set(GEMM_TYPES))
+  if bad:
+    raise ValueError(f"unknown GEMM type(s) {bad}; valid: {list(GEMM_TYPES)}")
+  return gemms
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantRule:
+  pattern: str               # regex, re.search against the module path "a/b/c"
+  weight: QuantSpec | None
+  act: QuantSpec | None
+
+  def __post_init__(self):
+    try:
+      re.compile(self.pattern)
+    except re.error as e:
+      raise ValueError(f"QuantRule.pattern {self.pattern!r} is not a valid regex: {e}") from None
+    for field in ("weight", "act"):
+      v = getattr(self, field)
+      if v is not None and not isinstance(v, QuantSpec):
+        raise ValueError(f"QuantRule.{field} must be a QuantSpec or None, got {type(v).__name__}")
+
+  def to_dict(self) -> dict:
+    return {"pattern": self.pattern, "weight": None if self.weight is None else self.weight.to_dict(),
+            "act": None if self.act is None else self.act.to_dict()}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "QuantRule":
+    spec = lambda v: None if v is None else QuantSpec.from_dict(v)
+    return cls(pattern=d["pattern"], weight=spec(d["weight"]), act=spec(d["act"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantPolicy:
+  name: str
+  rules: tuple[QuantRule, ...] = ()              # first match wins
+  gemms: frozenset[str] = frozenset(GEMM_TYPES)  # GEMM types that are quantized at all
+
+  def __post_init__(self):
+    object.__setattr__(self, "rules", tuple(self.rules))
+    object.__setattr__(self, "gemms", _check_gemms(self.gemms))
+
+  def resolve(self, path: str, gemm: str | None) -> tuple[QuantSpec | None, QuantSpec | None]:
+    """(weight_spec, act_spec) for the Dense at `path`; (None, None) when it stays float."""
+    if gemm is None:
+      return None, None
+    if gemm not in GEMM_TYPES:  # a typo would otherwise silently leave a layer float
+      raise ValueError(f"unknown GEMM type {gemm!r} at {path!r}; valid: {list(GEMM_TYPES)} or None")
+    if gemm not in self.gemms:
+      return None, None
+    for rule in self.rules:
+      if re.search(rule.pattern, path):
+        return rule.weight, rule.act
+    return None, None
+
+  @property
+  def is_float(self) -> bool:
+    return not self.gemms or all(r.weight is None and r.act is None for r in self.rules)
+
+  def with_gemms(self, gemms: Iterable[str] | str) -> "QuantPolicy":
+    return dataclasses.replace(self, gemms=_check_gemms(gemms))
+
+  def to_json(self) -> str:
+    return json.dumps({"name": self.name, "rules": [r.to_dict() for r in self.rules],
+                       "gemms": [g for g in GEMM_TYPES if g in self.gemms]}, indent=2)
+
+  @classmethod
+  def from_json(cls, s: str) -> "QuantPolicy":
+    d = json.loads(s)
+    return cls(name=d["name"], rules=tuple(QuantRule.from_dict(r) for r in d["rules"]), gemms=frozenset(d["gemms"]))
+
+
+def _preset_specs(preset: str, symmetric: bool, weight_group_size: int | None, weight_clip, act_clip):
+  if preset not in _PRESET_BITS:
+    raise ValueError(f"unknown preset {preset!r}; valid: {list(PRESETS)}")
+  w_bits, a_bits = _PRESET_BITS[preset]
+  w = a = None
+  if w_bits is not None:
+    w = QuantSpec(bits=w_bits, symmetric=symmetric, granularity="channel" if weight_group_size is None else "group",
+                  group_size=weight_group_size, clip=weight_clip)
+  if a_bits is not None:
+    a = QuantSpec(bits=a_bits, symmetric=symmetric, granularity="token", clip=act_clip)
+  return w, a
+
+
+def make_policy(preset: str, *, symmetric: bool = True, gemms: Iterable[str] | str = GEMM_TYPES,
+                weight_group_size: int | None = None, weight_clip: tuple[float, float] | None = None,
+                act_clip: tuple[float, float] | None = None) -> QuantPolicy:
+  """Policy for one of PRESETS. Name: "fp32", or f"{preset}_{sym|asym}" plus "_g{group_size}" when grouped."""
+  w, a = _preset_specs(preset, symmetric, weight_group_size, weight_clip, act_clip)
+  gemms = _check_gemms(gemms)
+  if w is None and a is None:
+    return QuantPolicy(name="fp32", rules=(), gemms=gemms)
+  name = f"{preset}_{'sym' if symmetric else 'asym'}"
+  if weight_group_size is not None:
+    name += f"_g{weight_group_size}"
+  return QuantPolicy(name=name, rules=(QuantRule(pattern=".*", weight=w, act=a),), gemms=gemms)
+
+
+def spec_summary(spec: QuantSpec | None) -> str:
+  """Short human description of a quantizer, e.g. "int4 sym per-channel"."""
+  if spec is None:
+    return "float"
+  gran = {"tensor": "per-tensor", "channel": "per-channel", "token": "per-token dynamic",
+          "group": f"groups of {spec.group_size} along K"}[spec.granularity]
+  s = f"int{spec.bits} {'sym' if spec.symmetric else 'asym'} {gran}"
+  return s if spec.clip is None else s + f", clip [{spec.clip[0]:g}, {spec.clip[1]:g}]"
+
+
+def describe(*, symmetric: bool = True, weight_group_size: int | None = None) -> list[tuple[str, str, str]]:
+  """Rows (preset, weight quantizer, activation quantizer) for the README table."""
+  rows = []
+  for preset in PRESETS:
+    w, a = _preset_specs(preset, symmetric, weight_group_size, None, None)
+    rows.append((preset, spec_summary(w), spec_summary(a)))
+  return rows

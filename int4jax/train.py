@@ -1,0 +1,367 @@
+"""The training loop shared by GLUE and LM: one jitted, donated train step; eval; checkpoints; resume.
+
+    result = train_and_evaluate(task, params, teacher_params, train_source, eval_batches, config, workdir, run_info)
+
+A `TrainTask` supplies pure `loss_fn` / `eval_batch` / `summarize`; this module owns the optimizer (AdamW with
+weight decay 0.01 on matrices only, linear warmup then linear decay to 0, global-norm clipping), the data-parallel
+placement, evaluation every `eval_every_steps`, the best and latest orbax checkpoints and the run directory:
+
+    workdir/config.json  command.txt (argv + git SHA)  policy.json  metrics.jsonl  summary.json
+    workdir/checkpoints/{latest,best}
+
+Determinism and resume. Batch k of the run is `train.batch_at(k)` and the dropout key of step k is
+fold_in(rng, k), so a run's trajectory depends only on (config, data, initial params). Starting the same command
+again restores latest/ (params, opt_state, step, rng), drops metrics.jsonl rows past that step, and continues: the
+final params and metrics equal those of an uninterrupted run.
+
+Data parallelism. All devices of all processes form a 1-D mesh ("data",). Params, optimizer state and the teacher
+are replicated; every batch is sharded along its leading axis, and XLA inserts the gradient all-reduce. Results
+for the same global batch agree across device counts up to float reassociation (tested 1 vs 2 host devices).
+Multi-host: call `jax.distributed.initialize()` (coordinator address, process count and id, or the cluster's
+auto-detection) in every process before anything touches JAX, then run the same command everywhere; the mesh
+then spans all hosts, each process feeds its contiguous slice of the global batch through
+`jax.make_array_from_process_local_data`, only process 0 writes logs, and orbax writes checkpoints cooperatively.
+
+Mixed precision. compute_dtype="bfloat16" casts params (and teacher params) to bf16 inside the step; the
+gradients flow back through the cast to the fp32 master weights the optimizer holds. Losses stay fp32.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from int4jax import checkpoint
+
+# Incremented each time a step function is traced; the no-retrace test reads it.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  num_train_steps: int
+  batch_size: int                 # global batch, split across all devices
+  learning_rate: float
+  warmup_steps: int
+  weight_decay: float = 0.01
+  grad_clip_norm: float = 1.0
+  eval_every_steps: int = 1000
+  seed: int = 42
+  compute_dtype: str = "float32"  # "bfloat16": bf16 compute, fp32 master weights
+  # Additions beyond architecture.md (defaults keep every caller valid):
+  log_every_steps: int = 50
+  checkpoint_every_steps: int | None = None  # None: save latest/ at every evaluation
+
+  def validate(self) -> None:
+    for name in ("num_train_steps", "batch_size", "eval_every_steps", "log_every_steps"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be positive")
+    if not 0 <= self.warmup_steps <= self.num_train_steps:
+      raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps} must be in [0, {self.num_train_steps=}]")
+    if self.learning_rate <= 0:
+      raise ValueError(f"TrainConfig.learning_rate={self.learning_rate} must be positive")
+    if self.compute_dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"TrainConfig.compute_dtype={self.compute_dtype!r} must be 'float32' or 'bfloat16'")
+    if self.batch_size % jax.device_count():
+      raise ValueError(f"TrainConfig.batch_size={self.batch_size} must be a multiple of the "
+                       f"{jax.device_count()} devices")
+
+
+class BatchSource(Protocol):
+  """Deterministic: batch k of epoch e depends only on (seed, e, k)."""
+  num_examples: int
+
+  def batch_at(self, step: int) -> dict[str, np.ndarray]:
+    """The global batch for this global step."""
+
+
+class TrainTask(Protocol):
+  metric_name: str
+  higher_is_better: bool
+
+  def loss_fn(self, params, teacher_params, batch, rng) -> tuple[jax.Array, dict]:
+    """Pure and jittable: (scalar loss, aux scalars)."""
+
+  def eval_batch(self, params, batch) -> dict[str, jax.Array]:
+    """Pure and jittable: per-batch sums / counts or per-example predictions."""
+
+  def summarize(self, accumulated: list[dict]) -> dict[str, float]:
+    """Host side: metrics from the list of eval_batch outputs (numpy); must include metric_name."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer and the pure step functions
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+  """Linear warmup 0 -> lr over warmup_steps, then linear decay to 0 at num_train_steps."""
+  decay = optax.linear_schedule(config.learning_rate, 0.0, max(config.num_train_steps - config.warmup_steps, 1))
+  if config.warmup_steps == 0:
+    return decay
+  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+  return optax.join_schedules([warmup, decay], [config.warmup_steps])
+
+
+def weight_decay_mask(params):
+  """Decay matrices and embeddings only: no decay on biases and LayerNorm scales/offsets (all 1-D params)."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  return optax.chain(
+      optax.clip_by_global_norm(config.grad_clip_norm),
+      optax.adamw(learning_rate_schedule(config), b1=0.9, b2=0.999, eps=1e-8, weight_decay=config.weight_decay,
+                  mask=weight_decay_mask))
+
+
+def cast_floating(tree, dtype):
+  """Floating leaves to `dtype` (None leaves and integers untouched)."""
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def train_step(state: TrainState, batch, teacher_params, *, task: TrainTask, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, compute_dtype: str) -> tuple[TrainState, dict]:
+  """One optimizer step. Pure; jit it with donate_argnums=0. The teacher is a frozen argument."""
+  TRACE_COUNTS["train_step"] += 1
+  rng = jax.random.fold_in(state.rng, state.step)
+  teacher = None if teacher_params is None else jax.lax.stop_gradient(
+      cast_floating(teacher_params, jnp.dtype(compute_dtype)))
+
+  def loss_of(params):
+    return task.loss_fn(cast_floating(params, jnp.dtype(compute_dtype)), teacher, batch, rng)
+
+  (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  aux = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng), aux
+
+
+def eval_step(params, batch, *, task: TrainTask, compute_dtype: str) -> dict:
+  TRACE_COUNTS["eval_step"] += 1
+  return task.eval_batch(cast_floating(params, jnp.dtype(compute_dtype)), batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Placement
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Global host batch -> arrays sharded along axis 0 over the mesh (each process feeds its own rows)."""
+  sharding = NamedSharding(mesh, P("data"))
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  n, i = jax.process_count(), jax.process_index()
+
+  def local(x):
+    rows = len(x) // n
+    return jax.make_array_from_process_local_data(sharding, x[i * rows:(i + 1) * rows], x.shape)
+
+  return jax.tree.map(local, batch)
+
+
+def replicate(tree, mesh: Mesh):
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Run directory
+
+
+def git_commit() -> str:
+  try:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def _write_run_files(workdir: str, config: TrainConfig, run_info: dict) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"train": dataclasses.asdict(config), **run_info.get("config", {})}, f, indent=2, sort_keys=True)
+  argv = run_info.get("argv", sys.argv)
+  commit = run_info.get("git_commit") or git_commit()
+  with open(os.path.join(workdir, "command.txt"), "a") as f:
+    f.write(f"{' '.join(argv)}\n# git {commit}  {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+  if run_info.get("policy_json"):
+    with open(os.path.join(workdir, "policy.json"), "w") as f:
+      f.write(run_info["policy_json"])
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Drops rows logged after the checkpoint we resume from (they will be logged again, identically)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+  with open(path, "w") as f:
+    f.writelines(rows)
+
+
+def _append_jsonl(path: str, row: dict) -> None:
+  if jax.process_index() == 0:
+    with open(path, "a") as f:
+      f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def _to_float_dict(d: dict) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(d).items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def evaluate(params, eval_batches: Callable[[], Iterable], eval_fn, mesh: Mesh, task: TrainTask) -> dict:
+  accumulated = [jax.device_get(eval_fn(params, shard_batch(b, mesh))) for b in eval_batches()]
+  if not accumulated:
+    raise ValueError("the evaluation split yielded no batches")
+  return {k: float(v) for k, v in task.summarize(accumulated).items()}
+
+
+def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSource,
+                       eval_batches: Callable[[], Iterable], config: TrainConfig, workdir: str, run_info: dict,
+                       *, max_steps_this_run: int | None = None) -> dict:
+  """Trains `params` on `task`, evaluating and checkpointing; resumes from workdir/checkpoints/latest.
+
+  run_info (all optional): "config" (resolved experiment config, merged into config.json), "metadata" (stored
+  in every checkpoint, e.g. task / model / num_labels), "policy_json", "argv", "git_commit".
+  max_steps_this_run stops (after saving latest/) once that many steps ran in this call: a preemption stand-in.
+  Returns {"final": metrics, "best": metrics, "best_step", "step", "wall_time_s", "examples_per_s", ...}.
+  """
+  config.validate()
+  t_start = time.time()
+  _write_run_files(workdir, config, run_info)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  latest_dir = os.path.join(workdir, "checkpoints", checkpoint.LATEST)
+  best_dir = os.path.join(workdir, "checkpoints", checkpoint.BEST)
+  base_meta = dict(run_info.get("metadata", {}), policy_json=run_info.get("policy_json"),
+                   metric_name=task.metric_name, train_config=dataclasses.asdict(config))
+
+  mesh = make_mesh()
+  tx = make_optimizer(config)
+  schedule = learning_rate_schedule(config)
+  state = TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(config.seed))
+  state = replicate(state, mesh)
+  teacher_params = None if teacher_params is None else replicate(teacher_params, mesh)
+
+  best_value, best_metrics, best_step, wall_before = None, None, None, 0.0
+  if checkpoint.latest_step(latest_dir) is not None:
+    restored, meta = checkpoint.restore(latest_dir, {"state": state})
+    state = restored["state"]
+    wall_before = meta.get("train_wall_s", 0.0)
+    _truncate_metrics(metrics_path, int(state.step))
+    logging.info("resumed from %s at step %d", latest_dir, int(state.step))
+    print(f"resuming from step {int(state.step)} ({latest_dir})", flush=True)
+  if checkpoint.latest_step(best_dir) is not None:
+    best_meta = checkpoint.read_metadata(best_dir)
+    best_value, best_metrics, best_step = best_meta["metric"], best_meta["metrics"], best_meta["step"]
+
+  step_fn = jax.jit(functools.partial(train_step, task=task, tx=tx, schedule=schedule,
+                                      compute_dtype=config.compute_dtype), donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(eval_step, task=task, compute_dtype=config.compute_dtype))
+
+  def is_better(value):
+    if best_value is None:
+      return True
+    return value > best_value if task.higher_is_better else value < best_value
+
+  def save_latest(step, last_metrics):
+    pos = train.position(step) if hasattr(train, "position") else None
+    checkpoint.save(latest_dir, step, {"state": state}, dict(
+        base_meta, step=step, data_position={"step": step, "epoch_batch": pos},
+        metrics=last_metrics, train_wall_s=wall_before + time.time() - t_start))
+
+  start = int(state.step)
+  first_step_this_run = start
+  last_metrics = None
+  is_main = jax.process_index() == 0
+  bar = tqdm.tqdm(total=config.num_train_steps, initial=start, unit="step", dynamic_ncols=True,
+                  mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=not is_main)
+  t_log, steps_since_log, examples_per_s = time.time(), 0, float("nan")
+  t_train = time.time()
+  for step in range(start, config.num_train_steps):
+    state, aux = step_fn(state, shard_batch(train.batch_at(step), mesh), teacher_params)
+    done = step + 1
+    steps_since_log += 1
+    bar.update(1)
+    if done % config.log_every_steps == 0 or done == config.num_train_steps:
+      aux = _to_float_dict(aux)
+      elapsed = time.time() - t_log
+      examples_per_s = steps_since_log * config.batch_size / max(elapsed, 1e-9)
+      bar.set_postfix(loss=f"{aux['loss']:.4f}", ex_per_s=f"{examples_per_s:.0f}")
+      _append_jsonl(metrics_path, {"step": done, "split": "train", "examples_per_s": examples_per_s, **aux})
+      t_log, steps_since_log = time.time(), 0
+    evaluate_now = done % config.eval_every_steps == 0 or done == config.num_train_steps
+    if evaluate_now:
+      last_metrics = evaluate(state.params, eval_batches, eval_fn, mesh, task)
+      value = last_metrics[task.metric_name]
+      improved = is_better(value)
+      if improved:
+        best_value, best_metrics, best_step = value, last_metrics, done
+        # best/ before latest/: a kill between the two re-runs this eval, which reproduces the same best.
+        checkpoint.save(best_dir, done, {"params": state.params},
+                        dict(base_meta, step=done, metric=value, metrics=last_metrics))
+      _append_jsonl(metrics_path, {"step": done, "split": "eval", **last_metrics,
+                                   f"best_{task.metric_name}": best_value})
+      bar.write(f"step {done}: {task.metric_name}={value:.4f} (best {best_value:.4f} at step {best_step})")
+    ckpt_every = config.checkpoint_every_steps
+    if evaluate_now if ckpt_every is None else (done % ckpt_every == 0 or done == config.num_train_steps):
+      save_latest(done, last_metrics)
+    if max_steps_this_run is not None and done - first_step_this_run >= max_steps_this_run:
+      if done < config.num_train_steps:
+        save_latest(done, last_metrics)
+        bar.close()
+        print(f"stopping after {max_steps_this_run} steps at step {done} (checkpoint saved)", flush=True)
+        return {"interrupted": True, "step": done}
+  bar.close()
+  train_wall = time.time() - t_train
+  steps_run = config.num_train_steps - first_step_this_run
+  if last_metrics is None:  # resumed at the very end: report what was logged
+    last_metrics = checkpoint.read_metadata(latest_dir).get("metrics") or best_metrics
+  result = {
+      "final": last_metrics, "best": best_metrics, "best_step": best_step, "metric_name": task.metric_name,
+      "step": config.num_train_steps, "steps_this_run": steps_run,
+      "wall_time_s": wall_before + time.time() - t_start,
+      "examples_per_s": steps_run * config.batch_size / max(train_wall, 1e-9),
+      "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+  }
+  if is_main:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+  print(f"summary: {task.metric_name} best={best_value:.4f} at step {best_step}, "
+        f"final={last_metrics[task.metric_name]:.4f}, steps={config.num_train_steps}, "
+        f"wall={result['wall_time_s']:.1f}s, {result['examples_per_s']:.0f} ex/s, workdir={workdir}", flush=True)
+  return result

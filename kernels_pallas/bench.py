@@ -1,0 +1,344 @@
+"""Kernel benchmark: our INT4/INT8 GEMMs against XLA's bf16, int8, fp8 and int4-weight paths.
+
+    PYTHONPATH=. python -m kernels_pallas.bench [--quick] [--out results/kernels]
+    PYTHONPATH=. python -m kernels_pallas.bench --variant w4a16 --m 16 --n 28672 --k 8192 \
+        --cfg block_n=64,block_k=256,split_k=2,num_stages=4      # one config: check + time, one JSON line
+
+Timing (device side): CUPTI through ``jax.experimental.mosaic.gpu.profiler.measure`` gives the summed
+GPU time of every kernel one call launches (so wrapper pads, bitcasts and epilogue fusions count;
+host launch gaps do not). Each path is compiled and run twice to warm up, then called ``reps`` (>= 20)
+times cycling through ``n_sets`` (>= 4) independent input sets whose total size exceeds 2x the 50 MB
+L2, and the median is reported. Every path's output is checked against an exact reference first.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kernels_pallas import hopper_w4a4, hopper_w4a16, hopper_w8a8
+
+L2_BYTES = 50 * 2**20
+
+# ---------------------------------------------------------------- timing
+
+
+def _measure_fn():
+  try:
+    from jax.experimental.mosaic.gpu import profiler
+    return profiler.measure
+  except Exception:  # noqa: BLE001
+    return None
+
+
+def time_call(fn, arg_sets, reps=30):
+  """Median device time (µs) of fn(*args) over reps calls, rotating arg_sets; plus the method."""
+  jfn = jax.jit(fn)
+  for a in arg_sets[:2]:
+    jax.block_until_ready(jfn(*a))
+  measure = _measure_fn()
+  times = []
+  if measure is not None:
+    try:
+      m = measure(jfn)
+      for i in range(reps):
+        _, ms = m(*arg_sets[i % len(arg_sets)])
+        times.append(ms * 1e3)
+      return statistics.median(times), "cupti"
+    except Exception:  # noqa: BLE001  (no CUPTI: fall back to wall clock over a batch)
+      times = []
+  for i in range(reps):
+    a = arg_sets[i % len(arg_sets)]
+    t0 = time.perf_counter()
+    jax.block_until_ready(jfn(*a))
+    times.append((time.perf_counter() - t0) * 1e6)
+  return statistics.median(times), "wall"
+
+
+def n_sets_for(set_bytes):
+  return int(min(64, max(4, math.ceil(2 * L2_BYTES / max(set_bytes, 1)))))
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _pack(q):
+  q = np.asarray(q, np.int8).astype(np.uint8) & 0xF
+  return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
+def make_int_inputs(rng, m, n, k, bits):
+  lo, hi = (-8, 8) if bits == 4 else (-128, 128)
+  xq = rng.integers(lo, hi, (m, k), dtype=np.int8)
+  wq = rng.integers(lo, hi, (n, k), dtype=np.int8)
+  xq[0, :] = lo  # boundaries: a row of -8 (-128) and one of +7 (+127) when M allows
+  if m > 1:
+    xq[1, :] = hi - 1
+  if m > 2:
+    xq[2, :] = 0   # a zero row
+  xs = rng.uniform(0.5, 2.0, (m,)).astype(np.float32) / 64
+  ws = rng.uniform(0.5, 2.0, (n,)).astype(np.float32) / 64
+  b = rng.normal(size=(n,)).astype(np.float32)
+  return xq, wq, xs, ws, b
+
+
+# ---------------------------------------------------------------- one shape
+
+
+def rel_err(out, ref):
+  out = np.asarray(out, np.float64)
+  ref = np.asarray(ref, np.float64)
+  if not np.all(np.isfinite(out)):
+    return float("inf")
+  return float(np.max(np.abs(out - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfloat16, configs=None):
+  """Returns {path: {us, tops, gbps, err, method} | {error}} for one (M, N, K)."""
+  rng = np.random.default_rng(seed)
+  configs = configs or {}
+  res = {}
+  # byte counts of the stored operands per path (inputs read once + output written once)
+  out_b = m * n * jnp.dtype(out_dtype).itemsize
+  flops = 2.0 * m * n * k
+
+  def run(name, build_sets, fn, ref_fn, nbytes, tol):
+    try:
+      probe = build_sets(1)[0]
+      out = jax.jit(fn)(*probe)
+      err = rel_err(out, ref_fn(*probe))
+      if not err <= tol:
+        res[name] = {"error": f"check failed: rel err {err:.3g} > {tol}", "err": err}
+        return
+      sets = build_sets(n_sets_for(nbytes))
+      us, how = time_call(fn, sets, reps)
+      res[name] = {"us": us, "tops": flops / us / 1e6, "gbps": nbytes / us / 1e3, "err": err,
+                   "method": how, "bytes": nbytes}
+    except Exception as e:  # noqa: BLE001
+      res[name] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
+      traceback.print_exc(limit=3, file=sys.stderr)
+
+  def sets_int(bits, count):
+    out = []
+    for _ in range(count):
+      xq, wq, xs, ws, b = make_int_inputs(rng, m, n, k, bits)
+      out.append((xq, wq, xs, ws, b))
+    return out
+
+  def dev(*a):
+    return tuple(jax.device_put(v) for v in a)
+
+  # XLA bf16 (weights stored (N, K); cuBLAS handles either layout)
+  if "xla_bf16" in paths:
+    def b_sets(c):
+      return [dev(rng.normal(size=(m, k)).astype(jnp.bfloat16),
+                  rng.normal(size=(n, k)).astype(jnp.bfloat16)) for _ in range(c)]
+    f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.bfloat16)
+    r = lambda x, w: np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
+    run("xla_bf16", b_sets, f, r, 2 * (m * k + n * k) + 2 * m * n, 2e-2)
+  if "xla_int8" in paths:
+    def i_sets(c):
+      return [dev(*s[:2]) for s in sets_int(8, c)]
+    f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
+    r = lambda x, w: np.asarray(x, np.int64) @ np.asarray(w, np.int64).T
+    run("xla_int8", i_sets, f, r, m * k + n * k + 4 * m * n, 0.0)
+  if "xla_fp8" in paths:
+    def f_sets(c):
+      return [dev(*(jnp.asarray(v).astype(jnp.float8_e4m3fn) for v in s[:2])) for s in sets_int(4, c)]
+    f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.bfloat16)
+    r = lambda x, w: np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
+    run("xla_fp8", f_sets, f, r, m * k + n * k + 2 * m * n, 1e-2)
+  if "mosaic_w4a4" in paths:
+    cfg = configs.get("w4a4", hopper_w4a4.DEFAULT)
+    def s4(c):
+      return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
+    f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul(xp, xs, wp, ws, b, gelu=gelu,
+                                                          out_dtype=out_dtype, config=cfg)
+    r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
+                                                       jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
+                                                       out_dtype=jnp.float32)
+    run("mosaic_w4a4", s4, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
+  if "mosaic_w8a8" in paths:
+    cfg = configs.get("w8a8", hopper_w8a8.DEFAULT)
+    def s8(c):
+      return [dev(s[0], s[2], s[1], s[3], s[4]) for s in sets_int(8, c)]
+    f = lambda x, xs, w, ws, b: hopper_w8a8.w8a8_matmul(x, xs, w, ws, b, gelu=gelu, out_dtype=out_dtype,
+                                                        config=cfg)
+    r = lambda x, xs, w, ws, b: hopper_w8a8.reference(jnp.asarray(x), jnp.asarray(xs), jnp.asarray(w),
+                                                     jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
+                                                     out_dtype=jnp.float32)
+    run("mosaic_w8a8", s8, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2)
+  if "mosaic_w4a16" in paths and m <= hopper_w4a16.MAX_M:
+    cfg = configs.get("w4a16")
+    def s16(c):
+      return [dev(rng.normal(size=(m, k)).astype(jnp.bfloat16), _pack(s[1]), s[3], s[4])
+              for s in sets_int(4, c)]
+    f = lambda x, wp, ws, b: hopper_w4a16.w4a16_matmul(x, wp, ws, b, gelu=gelu, out_dtype=out_dtype,
+                                                       config=cfg)
+    r = lambda x, wp, ws, b: hopper_w4a16.reference(jnp.asarray(x), jnp.asarray(wp), jnp.asarray(ws),
+                                                    jnp.asarray(b), gelu=gelu, out_dtype=jnp.float32)
+    run("mosaic_w4a16", s16, f, r, 2 * m * k + n * k // 2 + 4 * n + out_b, 2e-2)
+  # XLA's int4-weight path: weights held as jnp.int4 [N, K] (XLA's own packed storage), convert + dot.
+  # (Feeding it our uint8 bytes through bitcast_convert_type crashes XLA 0.11.2's gemm fusion:
+  # triton_tiling_propagation.cc:557 Check failed: dst_dim_it != dst_dim_end.)  Kept last for that reason.
+  if "xla_int4w" in paths:
+    def q_sets(c):
+      return [dev(rng.normal(size=(m, k)).astype(jnp.bfloat16), jnp.asarray(s[1]).astype(jnp.int4), s[3])
+              for s in sets_int(4, c)]
+    def f(x, w4, ws):
+      y = lax.dot_general(x, w4.astype(jnp.bfloat16), (((1,), (1,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+      return (y * ws[None, :]).astype(jnp.bfloat16)
+    r = lambda x, w4, ws: np.asarray(x, np.float32) @ (np.asarray(w4.astype(jnp.int8), np.float32)
+                                                       * np.asarray(ws)[:, None]).T
+    run("xla_int4w", q_sets, f, r, 2 * m * k + n * k // 2 + 2 * m * n, 2e-2)
+  return res
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _parse_cfg(kind, s):
+  base = {"w4a4": hopper_w4a4.DEFAULT, "w8a8": hopper_w8a8.DEFAULT,
+          "w4a16": hopper_w4a16.DEFAULT}[kind]
+  kv = {}
+  for item in filter(None, (s or "").split(",")):
+    key, val = item.split("=")
+    kv[key] = val if key == "semantics" else int(val)
+  return dataclasses.replace(base, **kv)
+
+
+# Variant lists for device calls: (variant, m, n, k, cfg, extra flags). One process each, under timeout.
+SWEEPS = {
+    "r2": [
+        ("w4a16", 16, 28672, 8192, "split_k=4", "--baselines"),
+        ("w4a16", 16, 28672, 8192, "split_k=8", ""),
+        ("w4a16", 16, 28672, 8192, "split_k=4,num_stages=6", ""),
+        ("w4a16", 16, 28672, 8192, "split_k=2,block_k=512", ""),
+        ("w4a16", 1, 28672, 8192, "split_k=4", "--baselines"),
+        ("w4a16", 16, 4096, 4096, "split_k=4", "--baselines"),
+        ("w4a16", 16, 4096, 4096, "split_k=8", ""),
+        ("w8a8", 3072, 4096, 1024, "", "--baselines"),
+        ("w8a8", 3072, 4096, 1024, "overlap=0", ""),
+        ("w4a4", 3072, 4096, 1024, "", ""),
+        ("w4a4", 3072, 4096, 1024, "block_k=128,sub_k=1,overlap=0", ""),
+        ("w4a4", 3072, 4096, 1024, "block_m=64,block_n=256", ""),
+        ("w4a4", 3072, 4096, 1024, "block_k=512,sub_k=4,num_stages=3", ""),
+        ("w4a4", 12288, 4096, 1024, "", "--baselines"),
+    ],
+    "r1": [
+        ("w4a16", 16, 28672, 8192, "split_k=2", "--baselines"),
+        ("w4a16", 16, 28672, 8192, "split_k=1", ""),
+        ("w4a16", 16, 28672, 8192, "split_k=4", ""),
+        ("w4a16", 1, 28672, 8192, "split_k=2", "--baselines"),
+        ("w4a16", 16, 4096, 4096, "split_k=4", "--baselines"),
+        ("w8a8", 3072, 4096, 1024, "", "--baselines"),
+        ("w4a4", 3072, 4096, 1024, "", ""),
+        ("w4a4", 3072, 4096, 1024, "semantics=lane", ""),
+        ("w8a8", 12288, 4096, 1024, "", ""),
+    ],
+}
+
+
+def run_sweep(variants, out_dir, timeout_s=120):
+  import subprocess
+  rows = []
+  log = open(os.path.join(out_dir, "sweep.log"), "a")
+  for (kind, m, n, k, cfg, extra) in variants:
+    cmd = [sys.executable, "-m", "kernels_pallas.bench", "--variant", kind, "--m", str(m), "--n", str(n),
+           "--k", str(k), "--cfg", cfg] + extra.split()
+    t0 = time.time()
+    try:
+      pr = subprocess.run(["timeout", str(timeout_s)] + cmd, capture_output=True, text=True)
+      outp, errp, rc = pr.stdout, pr.stderr, pr.returncode
+    except Exception as e:  # noqa: BLE001
+      outp, errp, rc = "", repr(e), -1
+    log.write(f"==== {' '.join(cmd)} rc={rc} {time.time()-t0:.0f}s\n{errp[-6000:]}\n{outp[-3000:]}\n")
+    log.flush()
+    line = next((l for l in outp.splitlines()[::-1] if l.startswith("{")), None)
+    rows.append((kind, m, n, k, cfg, rc, json.loads(line) if line else None))
+  with open(os.path.join(out_dir, "sweep.jsonl"), "a") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  print(f"{'variant':8} {'M':>6} {'N':>6} {'K':>6} {'cfg':28} path          us      TOPS    GB/s   err")
+  for (kind, m, n, k, cfg, rc, js) in rows:
+    if not js:
+      print(f"{kind:8} {m:6} {n:6} {k:6} {cfg:28} rc={rc} (see sweep.log)")
+      continue
+    for path, v in js["res"].items():
+      if "us" in v:
+        print(f"{kind:8} {m:6} {n:6} {k:6} {cfg:28} {path:12} {v['us']:8.1f} {v['tops']:7.1f} {v['gbps']:7.0f} {v['err']:.1e}")
+      else:
+        print(f"{kind:8} {m:6} {n:6} {k:6} {cfg:28} {path:12} {v['error'][:150]}")
+
+
+BERT_M = (32, 512, 3072, 12288)
+BERT_NK = lambda h: [(h, h), (3 * h, h), (4 * h, h), (h, 4 * h)]
+DECODE = [(m, n, k) for m in (1, 16) for (n, k) in ((4096, 4096), (28672, 8192))]
+BASE_PATHS = ("xla_bf16", "xla_int8", "xla_fp8", "xla_int4w")
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser()
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--out", default=None)
+  p.add_argument("--variant", default=None, help="w4a4|w8a8|w4a16: time one config")
+  p.add_argument("--m", type=int); p.add_argument("--n", type=int); p.add_argument("--k", type=int)
+  p.add_argument("--cfg", default="")
+  p.add_argument("--reps", type=int, default=30)
+  p.add_argument("--gelu", action="store_true")
+  p.add_argument("--baselines", action="store_true")
+  p.add_argument("--sweep", default=None, help="name in SWEEPS: one subprocess per variant")
+  a = p.parse_args(argv)
+  if a.sweep:
+    return run_sweep(SWEEPS[a.sweep], os.environ.get("OUT", "/tmp"))
+  if a.variant:
+    cfg = _parse_cfg(a.variant, a.cfg)
+    paths = ["mosaic_" + a.variant] + (["xla_bf16", "xla_int8", "xla_int4w"] if a.baselines else [])
+    r = bench_gemm(a.m, a.n, a.k, paths=paths, reps=a.reps, gelu=a.gelu, configs={a.variant: cfg})
+    print(json.dumps({"variant": a.variant, "m": a.m, "n": a.n, "k": a.k, "cfg": dataclasses.asdict(cfg),
+                      "res": r}))
+    return
+  shapes = []
+  for h in (768, 1024):
+    for (n, k) in BERT_NK(h):
+      for m in BERT_M:
+        if a.quick and (m not in (3072, 12288) or h != 1024):
+          continue
+        shapes.append(("bert", h, m, n, k))
+  for (m, n, k) in DECODE:
+    shapes.append(("decode", 0, m, n, k))
+  rows = []
+  for (kind, h, m, n, k) in shapes:
+    paths = list(BASE_PATHS)
+    paths += ["mosaic_w4a4", "mosaic_w8a8"] if kind == "bert" or m >= 16 else []
+    if m <= hopper_w4a16.MAX_M:
+      paths.append("mosaic_w4a16")
+    t0 = time.time()
+    r = bench_gemm(m, n, k, paths=paths, reps=a.reps)
+    rows.append({"kind": kind, "h": h, "m": m, "n": n, "k": k, "res": r})
+    print(f"{kind} h={h} M={m} N={n} K={k} ({time.time()-t0:.0f}s): " + "  ".join(
+        f"{p}={v['us']:.1f}us" if "us" in v else f"{p}=ERR" for p, v in r.items()), flush=True)
+  meta = {"gpu": jax.devices()[0].device_kind, "jax": jax.__version__, "python": platform.python_version(),
+          "commit": os.environ.get("GIT_COMMIT", "unknown"), "command": " ".join(["python -m kernels_pallas.bench"] + (argv or sys.argv[1:])),
+          "timing": "CUPTI summed kernel time per call (jax.experimental.mosaic.gpu.profiler.measure), "
+                    "median of %d calls rotating >=4 input sets > 2x L2, after 2 warm-up calls" % a.reps}
+  if a.out:
+    from kernels_pallas import report
+    report.write(a.out, meta, rows)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,195 @@
+"""W8A8 (and the shared integer core of W4A4) GEMM for Hopper, Pallas Mosaic GPU lowering.
+
+Computes ``out[m, n] = epilogue(sum_k x[m, k] * w[n, k])`` with exact int32 accumulation on the
+int8 tensor cores (wgmma s8 x s8 -> s32), then in registers
+``acc * x_scale[m] * w_scale[n] + bias[n]``, optional GELU (erf), cast to bf16 or f32.
+
+Layout: ``x`` int8 ``[M, K]`` and ``w`` int8 ``[N, K]`` (weights stored (N, K), K contiguous: wgmma
+wants 8-bit operands K-major, and this is the layout XLA's int8 path also needs).  For W4A4 the same
+kernel takes ``jnp.int4`` operands (see ``hopper_w4a4``): the activation tile is cast int4 -> int8 in
+registers and used as the register A operand of wgmma; the weight tile is cast int4 -> int8 in
+registers and stored to an int8 shared-memory tile that is the B operand.
+
+Grid: one CTA (one warpgroup) per (block_m, block_n) output tile; a TMA pipeline of
+``num_stages`` streams the K tiles. M is padded up to block_m by the wrapper.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import jax.experimental.pallas as pl
+import jax.experimental.pallas.mosaic_gpu as plgpu
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  block_m: int = 128
+  block_n: int = 128
+  block_k: int = 128      # elements (not bytes)
+  num_stages: int = 4
+  semantics: str = "warpgroup"   # "warpgroup" | "lane"
+  overlap: int = 1      # 1: keep one wgmma in flight (wait(1), delay_release=1, 2 unpack slots)
+  sub_k: int = 2        # wgmmas per pipeline step (register-A slices), >= 2 for overlap with register A
+
+
+DEFAULT = Config()
+
+
+def _is_hopper() -> bool:
+  try:
+    d = jax.devices()[0]
+    return d.platform == "gpu" and getattr(d, "compute_capability", "") in ("9.0", "9.0a")
+  except Exception:  # noqa: BLE001
+    return False
+
+
+def can_use(m: int, n: int, k: int, *, w_scale_shape=None, out_dtype=jnp.bfloat16,
+            config: Config = DEFAULT) -> bool:
+  """True when the Mosaic kernel supports this problem on this device."""
+  if not _is_hopper():
+    return False
+  if w_scale_shape is not None and len(w_scale_shape) != 1:
+    return False  # per-group weight scales: not in the integer-accumulating kernel
+  return (n % config.block_n == 0 and k % config.block_k == 0 and m >= 1
+          and jnp.dtype(out_dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)))
+
+
+def _swizzle(ncols: int, dtype, role: str) -> tuple[int, int]:
+  bits = jnp.iinfo(dtype).bits if jnp.issubdtype(dtype, jnp.integer) else jnp.finfo(dtype).bits
+  swz = plgpu.find_swizzle(ncols * bits, role)
+  return swz, swz * 8 // bits
+
+
+def _transforms(ncols, dtype, role):
+  swz, elems = _swizzle(ncols, dtype, role)
+  return (plgpu.TilingTransform((8, elems)), plgpu.SwizzleTransform(swz))
+
+
+def int_gemm(x, w, x_scale, w_scale, bias, *, gelu: bool, out_dtype, config: Config = DEFAULT):
+  """x: int8|int4 [M, K]; w: int8|int4 [N, K]; x_scale [M] f32; w_scale [N] f32; bias [N] or None."""
+  m, k = x.shape
+  n, k2 = w.shape
+  cfg = config
+  bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+  if k != k2:
+    raise ValueError(f"{x.shape=} and {w.shape=} disagree on K")
+  if n % bn:
+    raise ValueError(f"{n=} must be a multiple of {bn=}")
+  if k % bk:
+    raise ValueError(f"{k=} must be a multiple of {bk=}")
+  mp = pl.cdiv(m, bm) * bm
+  if mp != m:
+    x = jnp.pad(x, ((0, mp - m), (0, 0)))
+    x_scale = jnp.pad(x_scale, (0, mp - m))
+  if bias is None:
+    bias = jnp.zeros((n,), jnp.float32)
+  x_scale = x_scale.astype(jnp.float32)
+  w_scale = w_scale.astype(jnp.float32)
+  bias = bias.astype(jnp.float32)
+  x4 = x.dtype == jnp.int4
+  w4 = w.dtype == jnp.int4
+  x_tr = _transforms(bk, x.dtype, "lhs")
+  w_tr = _transforms(bk, w.dtype, "rhs")
+  w8_tr = _transforms(bk, jnp.int8, "rhs")
+  out_tr = _transforms(bn, out_dtype, "out")
+
+  def kernel(x_gmem, w_gmem, xs_gmem, ws_gmem, b_gmem, o_gmem, o_smem, *maybe_w8):
+    mi = lax.axis_index("m")
+    ni = lax.axis_index("n")
+
+    def compute(acc_ref):
+      def body(idx, x_smem, w_smem):
+        if w4:
+          (w8_smem,) = maybe_w8
+          if cfg.overlap:
+            w8_smem = w8_smem.at[lax.rem(idx[0], 2)]
+          else:
+            w8_smem = w8_smem.at[0]
+          w8_smem[...] = w_smem[...].astype(jnp.int8)
+          plgpu.commit_smem()
+          b_ref = w8_smem
+        else:
+          b_ref = w_smem
+        if not cfg.overlap:
+          a = x_smem[...].astype(jnp.int8) if x4 else x_smem
+          plgpu.wgmma(acc_ref, a, b_ref.T)
+          plgpu.wgmma_wait(0)
+          return
+        if x4:
+          xa = x_smem[...]
+          sk = bk // cfg.sub_k
+          for j in range(cfg.sub_k):
+            ks = slice(j * sk, (j + 1) * sk)
+            plgpu.wgmma(acc_ref, xa[:, ks].astype(jnp.int8), b_ref.at[:, ks].T)
+            plgpu.wgmma_wait(1)
+        else:
+          plgpu.wgmma(acc_ref, x_smem, b_ref.T)
+          plgpu.wgmma_wait(1)
+
+      plgpu.emit_pipeline(
+          body,
+          grid=(k // bk,),
+          in_specs=[
+              plgpu.BlockSpec((bm, bk), lambda kk: (0, kk), transforms=x_tr, delay_release=cfg.overlap),
+              plgpu.BlockSpec((bn, bk), lambda kk: (0, kk), transforms=w_tr, delay_release=cfg.overlap),
+          ],
+          max_concurrent_steps=cfg.num_stages,
+      )(x_gmem.at[pl.ds(mi * bm, bm)], w_gmem.at[pl.ds(ni * bn, bn)])
+      plgpu.wgmma_wait(0)
+      return acc_ref[...]
+
+    acc = pl.run_scoped(compute, plgpu.ACC((bm, bn), jnp.int32))
+    row = plgpu.Layout.WGMMA.reduce(1)
+    col = plgpu.Layout.WGMMA.reduce(0)
+    xs = plgpu.load(xs_gmem.at[pl.ds(mi * bm, bm)], layout=row, optimized=False)
+    ws = plgpu.load(ws_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False)
+    bb = plgpu.load(b_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False)
+    y = acc.astype(jnp.float32) * lax.broadcast_in_dim(xs, (bm, bn), [0])
+    y = y * lax.broadcast_in_dim(ws, (bm, bn), [1]) + lax.broadcast_in_dim(bb, (bm, bn), [1])
+    if gelu:
+      y = 0.5 * y * (1.0 + lax.erf(y * 0.7071067811865476))
+    o_smem[...] = y.astype(out_dtype)
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)])
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+  scratch = [plgpu.SMEM((bm, bn), out_dtype, transforms=out_tr)]
+  if w4:
+    scratch.append(plgpu.SMEM((2, bn, bk), jnp.int8, transforms=w8_tr))
+  sem = (plgpu.LoweringSemantics.Warpgroup if cfg.semantics == "warpgroup"
+         else plgpu.LoweringSemantics.Lane)
+  f = plgpu.kernel(
+      kernel,
+      out_type=jax.ShapeDtypeStruct((mp, n), out_dtype),
+      grid=(mp // bm, n // bn),
+      grid_names=("m", "n"),
+      scratch_types=scratch,
+      compiler_params=plgpu.CompilerParams(lowering_semantics=sem),
+  )
+  out = f(x, w, x_scale, w_scale, bias)
+  return out[:m] if mp != m else out
+
+
+def w8a8_matmul(x, x_scale, w, w_scale, bias=None, gelu: bool = False, *,
+                out_dtype=jnp.bfloat16, config: Config = DEFAULT):
+  """x int8 [M, K], x_scale [M] (per token), w int8 [N, K], w_scale [N] (per channel), bias [N]."""
+  if x.dtype != jnp.int8 or w.dtype != jnp.int8:
+    raise ValueError(f"w8a8 wants int8 operands, got {x.dtype=} {w.dtype=}")
+  return int_gemm(x, w, x_scale.reshape(-1), w_scale.reshape(-1), bias, gelu=gelu,
+                  out_dtype=out_dtype, config=config)
+
+
+def reference(x, x_scale, w, w_scale, bias=None, *, gelu=False, out_dtype=jnp.bfloat16):
+  """Exact integer dot (int32), then the f32 epilogue."""
+  acc = lax.dot_general(x.astype(jnp.int8), w.astype(jnp.int8), (((1,), (1,)), ((), ())),
+                        preferred_element_type=jnp.int32)
+  y = acc.astype(jnp.float32) * x_scale.reshape(-1, 1) * w_scale.reshape(1, -1)
+  if bias is not None:
+    y = y + bias.reshape(1, -1)
+  if gelu:
+    y = jax.nn.gelu(y, approximate=False)
+  return y.astype(out_dtype)
