@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("task", "synthetic", "GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or synthetic.")
@@ -103,6 +103,8 @@ def run_one(bits: str, workdir: str, teacher: str | None) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
+    logging.set_verbosity(logging.WARNING)
   model_tag = os.path.basename(os.path.normpath(FLAGS.model))
   base = FLAGS.workdir or os.path.join("runs", "glue", f"{FLAGS.task.lower()}_{model_tag}")
   if FLAGS.bits is not None:

@@ -24,6 +24,8 @@ Deliberate deviations from the DeepSpeed code, all confined to degenerate groups
     DeepSpeed expressions in exact arithmetic but cannot overflow for |x| up to ~float32 max / 2^b. Results match
     a float64 implementation of the DeepSpeed formulas except at exact rounding ties.
   * qvalue dtype: int8 for symmetric, **uint8** for asymmetric (asymmetric 8-bit needs [0, 255]).
+Integers are deterministic; dequantized floats may differ by 1 ulp between call sites because XLA may fuse
+q*S + zp into an FMA inside a larger jit.
 
 Non-finite inputs: `quantize`/`fake_quant` on a concrete (non-traced) array containing NaN or +-inf raise
 ValueError. Under a trace (jit, grad, vmap) no check is possible; a group that contains a non-finite value gets
@@ -179,23 +181,33 @@ def _check_finite(x, fn: str) -> None:
                        f"{int(np.sum(np.isinf(a)))} inf); quantization scales would be undefined")
 
 
-def _quantize_grouped(xg: jax.Array, spec: QuantSpec, red: tuple[int, ...]):
-  """xg: float32 in grouped shape -> (q as float32 integers, S, zp or None)."""
-  lo_q, hi_q = spec.qrange
-  if spec.symmetric:
+@functools.partial(jax.jit, static_argnames=("gshape", "red", "symmetric", "has_clip"))
+def _quantize_core(x, consts, *, gshape, red, symmetric, has_clip):
+  """x: float32 -> (q as float32 integers in x's shape, S, zp or None), S/zp in the grouped shape.
+
+  `consts` = [levels, q_lo, q_hi, clip_lo, clip_hi] travel as a traced array so that one compiled program serves
+  every bit width (levels = 2^(b-1) for sym, 2^b for asym).
+  """
+  levels, lo_q, hi_q, c_lo, c_hi = (consts[i] for i in range(5))
+  xg = x.reshape(gshape)
+  if has_clip:
+    xg = jnp.clip(xg, c_lo, c_hi)
+  if symmetric:
     amax = jnp.max(jnp.abs(xg), axis=red, keepdims=True)
-    s = jnp.maximum(amax / 2.0 ** (spec.bits - 1), _TINY)
+    s = jnp.maximum(amax / levels, _TINY)
     s = jnp.where(jnp.isfinite(amax), s, jnp.nan)
     q = jnp.clip(jnp.round(xg / s), lo_q, hi_q)
-    return jnp.where(jnp.isnan(q), 0.0, q), s, None
-  mx = jnp.max(xg, axis=red, keepdims=True)
-  mn = jnp.min(xg, axis=red, keepdims=True)
-  n = 2.0 ** spec.bits
-  s = jnp.maximum(mx / n - mn / n, jnp.maximum(_REL_EPS * jnp.maximum(jnp.abs(mx), jnp.abs(mn)), _TINY))
-  s = jnp.where(jnp.isfinite(mx) & jnp.isfinite(mn), s, jnp.nan)
-  zq = jnp.round(mn / s)  # zero point in units of S
-  q = jnp.clip(jnp.round(xg / s - zq), lo_q, hi_q)
-  return jnp.where(jnp.isnan(q), 0.0, q), s, zq * s
+    zp = None
+  else:
+    mx = jnp.max(xg, axis=red, keepdims=True)
+    mn = jnp.min(xg, axis=red, keepdims=True)
+    s = jnp.maximum(mx / levels - mn / levels, jnp.maximum(_REL_EPS * jnp.maximum(jnp.abs(mx), jnp.abs(mn)), _TINY))
+    s = jnp.where(jnp.isfinite(mx) & jnp.isfinite(mn), s, jnp.nan)
+    zq = jnp.round(mn / s)  # zero point in units of S
+    q = jnp.clip(jnp.round(xg / s - zq), lo_q, hi_q)
+    zp = zq * s
+  q = jnp.where(jnp.isnan(q), 0.0, q).reshape(x.shape)  # NaN groups: defined qvalue 0 (scale carries the NaN)
+  return q, s, zp
 
 
 def quantize(x: jax.Array, spec: QuantSpec, *, axis: int = -1) -> QTensor:
@@ -208,10 +220,11 @@ def _quantize(x: jax.Array, spec: QuantSpec, axis: int) -> QTensor:
   x = jnp.asarray(x, jnp.float32)
   ax = _normalize_axis(axis, x.ndim, spec.granularity)
   gshape = grouped_shape(x.shape, spec, ax)
-  xg = x.reshape(gshape)
-  if spec.clip is not None:
-    xg = jnp.clip(xg, *spec.clip)
-  q, s, zp = _quantize_grouped(xg, spec, _reduce_axes(len(gshape), spec, ax))
+  lo_q, hi_q = spec.qrange
+  levels = 2.0 ** (spec.bits - 1) if spec.symmetric else 2.0 ** spec.bits
+  consts = np.array([levels, lo_q, hi_q, *(spec.clip or (0.0, 0.0))], np.float32)
+  q, s, zp = _quantize_core(x, consts, gshape=gshape, red=_reduce_axes(len(gshape), spec, ax),
+                            symmetric=spec.symmetric, has_clip=spec.clip is not None)
   qdtype = jnp.int8 if spec.symmetric else jnp.uint8
   return QTensor(qvalue=q.astype(qdtype).reshape(x.shape), scale=s, zero_point=zp,
                  spec=spec, axis=ax, shape=tuple(x.shape))
@@ -219,11 +232,15 @@ def _quantize(x: jax.Array, spec: QuantSpec, axis: int) -> QTensor:
 
 def dequantize(qt: QTensor) -> jax.Array:
   """float32 array of the original shape: q*S (+ zp)."""
-  q = qt.qvalue.astype(jnp.float32).reshape(grouped_shape(qt.shape, qt.spec, qt.axis))
-  y = q * qt.scale
-  if qt.zero_point is not None:
-    y = y + qt.zero_point
-  return y.reshape(qt.shape)
+  return _dequantize_core(qt.qvalue, qt.scale, qt.zero_point, gshape=grouped_shape(qt.shape, qt.spec, qt.axis))
+
+
+@functools.partial(jax.jit, static_argnames=("gshape",))
+def _dequantize_core(q, s, zp, *, gshape):
+  y = q.astype(jnp.float32).reshape(gshape) * s
+  if zp is not None:
+    y = y + zp
+  return y.reshape(q.shape)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

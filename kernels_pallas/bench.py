@@ -68,7 +68,28 @@ def time_call(fn, arg_sets, reps=30):
 
 
 def n_sets_for(set_bytes):
-  return int(min(64, max(4, math.ceil(2 * L2_BYTES / max(set_bytes, 1)))))
+  return int(min(32, max(4, math.ceil(2 * L2_BYTES / max(set_bytes, 1)))))
+
+
+def _rand_like(key, a, bits):
+  """A fresh device array with a's shape/dtype and the same value range (for timing rotation)."""
+  dt = a.dtype
+  if dt == jnp.uint8:
+    return jax.random.randint(key, a.shape, 0, 256, jnp.int32).astype(jnp.uint8)
+  if dt in (jnp.int8, jnp.int4, jnp.float8_e4m3fn):
+    lim = 8 if bits == 4 else 128
+    return jax.random.randint(key, a.shape, -lim, lim, jnp.int32).astype(dt)
+  if dt == jnp.float32:
+    return jax.random.uniform(key, a.shape, jnp.float32, 0.5, 2.0) / 64
+  return jax.random.normal(key, a.shape, jnp.float32).astype(dt)
+
+
+def rotation_sets(first, count, bits, seed=1):
+  sets = [first]
+  for i in range(1, count):
+    keys = jax.random.split(jax.random.key(seed * 1000 + i), len(first))
+    sets.append(tuple(_rand_like(kk, a, bits) for kk, a in zip(keys, first)))
+  return sets
 
 
 # ---------------------------------------------------------------- inputs
@@ -114,7 +135,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
   out_b = m * n * jnp.dtype(out_dtype).itemsize
   flops = 2.0 * m * n * k
 
-  def run(name, build_sets, fn, ref_fn, nbytes, tol):
+  def run(name, build_sets, fn, ref_fn, nbytes, tol, bits=4):
     try:
       probe = build_sets(1)[0]
       out = jax.jit(fn)(*probe)
@@ -122,7 +143,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
       if not err <= tol:
         res[name] = {"error": f"check failed: rel err {err:.3g} > {tol}", "err": err}
         return
-      sets = build_sets(n_sets_for(nbytes))
+      sets = rotation_sets(probe, n_sets_for(nbytes), bits)
       us, how = time_call(fn, sets, reps)
       res[name] = {"us": us, "tops": flops / us / 1e6, "gbps": nbytes / us / 1e3, "err": err,
                    "method": how, "bytes": nbytes}
@@ -153,7 +174,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
       return [dev(*s[:2]) for s in sets_int(8, c)]
     f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
     r = lambda x, w: np.asarray(x, np.int64) @ np.asarray(w, np.int64).T
-    run("xla_int8", i_sets, f, r, m * k + n * k + 4 * m * n, 0.0)
+    run("xla_int8", i_sets, f, r, m * k + n * k + 4 * m * n, 0.0, bits=8)
   if "xla_fp8" in paths:
     def f_sets(c):
       return [dev(*(jnp.asarray(v).astype(jnp.float8_e4m3fn) for v in s[:2])) for s in sets_int(4, c)]
@@ -170,6 +191,16 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
                                                        jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
                                                        out_dtype=jnp.float32)
     run("mosaic_w4a4", s4, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
+  if "mosaic_w4a4_pp" in paths:
+    cfg = hopper_w4a4.PREPASS
+    def s4p(c):
+      return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
+    f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul(xp, xs, wp, ws, b, gelu=gelu,
+                                                          out_dtype=out_dtype, config=cfg)
+    r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
+                                                       jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
+                                                       out_dtype=jnp.float32)
+    run("mosaic_w4a4_pp", s4p, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
   if "mosaic_w8a8" in paths:
     cfg = configs.get("w8a8", hopper_w8a8.DEFAULT)
     def s8(c):
@@ -179,7 +210,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
     r = lambda x, xs, w, ws, b: hopper_w8a8.reference(jnp.asarray(x), jnp.asarray(xs), jnp.asarray(w),
                                                      jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
                                                      out_dtype=jnp.float32)
-    run("mosaic_w8a8", s8, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2)
+    run("mosaic_w8a8", s8, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
   if "mosaic_w4a16" in paths and m <= hopper_w4a16.MAX_M:
     cfg = configs.get("w4a16")
     def s16(c):
@@ -234,8 +265,8 @@ SWEEPS = {
         ("w8a8", 3072, 4096, 1024, "overlap=0", ""),
         ("w4a4", 3072, 4096, 1024, "", ""),
         ("w4a4", 3072, 4096, 1024, "block_k=128,sub_k=1,overlap=0", ""),
-        ("w4a4", 3072, 4096, 1024, "block_m=64,block_n=256", ""),
-        ("w4a4", 3072, 4096, 1024, "block_k=512,sub_k=4,num_stages=3", ""),
+        ("w4a4", 3072, 4096, 1024, "block_m=64,block_n=256,block_k=128", ""),
+        ("w4a4", 3072, 4096, 1024, "num_stages=3", ""),
         ("w4a4", 12288, 4096, 1024, "", "--baselines"),
     ],
     "r1": [
@@ -300,6 +331,7 @@ def main(argv=None):
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--gelu", action="store_true")
   p.add_argument("--baselines", action="store_true")
+  p.add_argument("--part", default="1/1", help="i/n: run every n-th shape starting at i (split a run)")
   p.add_argument("--sweep", default=None, help="name in SWEEPS: one subprocess per variant")
   a = p.parse_args(argv)
   if a.sweep:
@@ -320,10 +352,12 @@ def main(argv=None):
         shapes.append(("bert", h, m, n, k))
   for (m, n, k) in DECODE:
     shapes.append(("decode", 0, m, n, k))
+  pi, pn = (int(v) for v in a.part.split("/"))
+  shapes = shapes[pi - 1::pn]
   rows = []
   for (kind, h, m, n, k) in shapes:
     paths = list(BASE_PATHS)
-    paths += ["mosaic_w4a4", "mosaic_w8a8"] if kind == "bert" or m >= 16 else []
+    paths += ["mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w8a8"] if kind == "bert" or m >= 16 else []
     if m <= hopper_w4a16.MAX_M:
       paths.append("mosaic_w4a16")
     t0 = time.time()
@@ -331,13 +365,85 @@ def main(argv=None):
     rows.append({"kind": kind, "h": h, "m": m, "n": n, "k": k, "res": r})
     print(f"{kind} h={h} M={m} N={n} K={k} ({time.time()-t0:.0f}s): " + "  ".join(
         f"{p}={v['us']:.1f}us" if "us" in v else f"{p}=ERR" for p, v in r.items()), flush=True)
-  meta = {"gpu": jax.devices()[0].device_kind, "jax": jax.__version__, "python": platform.python_version(),
+  meta = {"gpu": jax.devices()[0].device_kind, "gpu_file": gpu_name(), "jax": jax.__version__, "python": platform.python_version(),
           "commit": os.environ.get("GIT_COMMIT", "unknown"), "command": " ".join(["python -m kernels_pallas.bench"] + (argv or sys.argv[1:])),
           "timing": "CUPTI summed kernel time per call (jax.experimental.mosaic.gpu.profiler.measure), "
                     "median of %d calls rotating >=4 input sets > 2x L2, after 2 warm-up calls" % a.reps}
   if a.out:
-    from kernels_pallas import report
-    report.write(a.out, meta, rows)
+    os.makedirs(a.out, exist_ok=True)
+    suffix = "" if pn == 1 else f".part{pi}of{pn}"
+    with open(os.path.join(a.out, f"{gpu_name()}{suffix}.json"), "w") as f:
+      json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    if pn == 1:
+      write_markdown(a.out, meta, rows)
+
+
+def gpu_name():
+  kind = jax.devices()[0].device_kind
+  return "H100" if "H100" in kind else kind.replace(" ", "_")
+
+
+OURS = ("mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w8a8", "mosaic_w4a16")
+
+
+def write_markdown(out_dir, meta, rows, name=None):
+  """Per shape and path: µs, TOPS, GB/s, ratio vs XLA bf16 and XLA int8 (same run), targets."""
+  lines = [f"# Kernel timings on {meta['gpu']}", "",
+           f"- command: `{meta['command']}`", f"- commit: `{meta['commit']}`",
+           f"- jax {meta['jax']}, python {meta['python']}", f"- timing: {meta['timing']}",
+           "- TOPS = 2*M*N*K / time; GB/s = (inputs read once + output written once, in each path's own "
+           "storage format) / time; ratios are XLA path time / our time (> 1 is faster than XLA).", ""]
+  lines.append("| kind | M | N | K | path | µs | TOPS | GB/s | vs bf16 | vs int8 | max rel err |")
+  lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    res = r["res"]
+    bf = res.get("xla_bf16", {}).get("us")
+    i8 = res.get("xla_int8", {}).get("us")
+    for p, v in res.items():
+      if "us" not in v:
+        lines.append(f"| {r['kind']} | {r['m']} | {r['n']} | {r['k']} | {p} | error: {v['error'][:80]} | | | | | |")
+        continue
+      vb = f"{bf / v['us']:.2f}x" if bf else ""
+      vi = f"{i8 / v['us']:.2f}x" if i8 else ""
+      lines.append(f"| {r['kind']} | {r['m']} | {r['n']} | {r['k']} | {p} | {v['us']:.1f} | {v['tops']:.1f} | "
+                   f"{v['gbps']:.0f} | {vb} | {vi} | {v['err']:.1e} |")
+  lines += ["", "## Targets (issue 5)", ""]
+  for r in rows:
+    res = r["res"]
+    bf = res.get("xla_bf16", {}).get("us")
+    i8 = res.get("xla_int8", {}).get("us")
+    if r["kind"] == "bert" and r["m"] >= 3072 and r["h"] == 1024:
+      for p in ("mosaic_w4a4", "mosaic_w4a4_pp"):
+        v = res.get(p, {})
+        if "us" in v and bf and i8:
+          ok = bf / v["us"] >= 1.5 and i8 / v["us"] >= 1.0
+          lines.append(f"- W4A4 {p} M={r['m']} N={r['n']} K={r['k']}: {bf / v['us']:.2f}x bf16 (>= 1.5), "
+                       f"{i8 / v['us']:.2f}x int8 (>= 1.0): {'MET' if ok else 'NOT MET'}")
+    if r["kind"] == "decode" and r["n"] == 28672:
+      v = res.get("mosaic_w4a16", {})
+      if "us" in v and bf:
+        lines.append(f"- W4A16 M={r['m']} 8192x28672: {bf / v['us']:.2f}x bf16 (>= 3.0): "
+                     f"{'MET' if bf / v['us'] >= 3.0 else 'NOT MET'}")
+  with open(os.path.join(out_dir, f"{name or gpu_name()}.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def merge(out_dir, parts):
+  """Merge --part outputs into <gpu>.json/.md (run on any machine)."""
+  rows, meta = [], None
+  for pth in parts:
+    d = json.load(open(pth))
+    meta = meta or d["meta"]
+    rows += d["rows"]
+  order = {("bert", h, m, n, k): i for i, (_, h, m, n, k) in enumerate(
+      [("bert", h, m, n, k) for h in (768, 1024) for (n, k) in BERT_NK(h) for m in BERT_M])}
+  rows.sort(key=lambda r: (r["kind"] != "bert", order.get((r["kind"], r["h"], r["m"], r["n"], r["k"]), 0),
+                           r["m"], r["n"]))
+  meta["command"] = meta["command"].split(" --part")[0]
+  name = meta.get("gpu_file", "H100")
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump({"meta": meta, "rows": rows}, f, indent=1)
+  write_markdown(out_dir, meta, rows, name)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def pick_config(m: int, n: int, k: int) -> Config:
   """Enough CTAs to fill 132 SMs a few times over."""
   ntiles = n // 64
   split = 1
-  while ntiles * split < 4 * 132 and k // (split * 2) >= 1024:
+  while ntiles * split < 8 * 132 and k // (split * 2) >= 1024:
     split *= 2
   return dataclasses.replace(DEFAULT, split_k=split)
 

@@ -34,6 +34,7 @@ class Config:
   semantics: str = "warpgroup"   # "warpgroup" | "lane"
   overlap: int = 1      # 1: keep one wgmma in flight (wait(1), delay_release=1, 2 unpack slots)
   sub_k: int = 2        # wgmmas per pipeline step (register-A slices), >= 2 for overlap with register A
+  w_prepass: int = 0    # W4A4 only: unpack the int4 weights to int8 in one XLA pass before the GEMM
 
 
 DEFAULT = Config()

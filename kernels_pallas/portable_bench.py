@@ -49,7 +49,8 @@ def main(argv):
     fns = {
         "triton w4a4": (jax.jit(lambda xp, wp, *_: dispatch.w4a4_matmul(xp, xs, wp, ws, backend="triton")), 0),
         "triton w8a8": (jax.jit(lambda xp, wp, x8, w8, *_: dispatch.w8a8_matmul(x8, xs, w8, ws, backend="triton")), 0),
-        "xla bf16": (jax.jit(lambda *a: jnp.dot(a[4], a[5].T, preferred_element_type=jnp.float32).astype(jnp.bfloat16)), 0),
+        "xla bf16": (jax.jit(lambda *a: jnp.dot(a[4], a[5].T, preferred_element_type=jnp.float32)
+                             .astype(jnp.bfloat16)), 0),
         "xla int8": (jax.jit(lambda *a: jax.lax.dot_general(a[2], a[3], (((1,), (1,)), ((), ())),
                                                            preferred_element_type=jnp.int32)), 0),
     }

@@ -1,7 +1,7 @@
 """Exact NumPy references for the kernels (CPU only, never jitted).
 
-Integer parts are exact int64 (`exact_int_matmul`); group partial sums are int64 times float64 scales summed in float64; the
-epilogue (scales, bias, erf-exact GELU) runs in float64 and is cast to `out_dtype` last. Inputs may be NumPy or JAX
+Integer parts are exact int64 (`exact_int_matmul`); group partial sums are int64 times float64 scales summed in
+float64; the epilogue (scales, bias, erf-exact GELU) runs in float64 and is cast to `out_dtype` last. Inputs may be NumPy or JAX
 arrays; outputs are NumPy arrays (bf16 outputs use ml_dtypes' bfloat16, as JAX does).
 """
 

@@ -7,8 +7,8 @@ w_scale [N, K // group_size] f32 (or [N] per channel).
 
 Math: y = act(sum_g w_scale[n, g] * sum_{k in g} x[m, k] q[n, k] + bias). The nibbles are converted to bf16 in
 registers (exact: |q| <= 8) and dotted with x's even / odd columns (a register split of the x tile, Triton's
-tt.split), so the weight tile is never re-interleaved; each group's f32 partial sum is scaled once, which costs block_m x block_n multiplies per group
-instead of block_n x group_size for dequantizing the weight tile. act is the erf GELU (common.gelu_erf_f32).
+tt.split), so the weight tile is never re-interleaved; each group's f32 partial sum is scaled once, which costs
+block_m x block_n multiplies per group instead of block_n x group_size for dequantizing the weight tile. act is the erf GELU (common.gelu_erf_f32).
 """
 
 from __future__ import annotations

@@ -320,11 +320,12 @@ def greedy_decode(model: BartForConditionalGeneration, params, input_ids, attent
   c = model.config
   enc = model.apply({"params": params}, input_ids, attention_mask, method=model.encode).last_hidden_state
   cache = init_cache(model, input_ids.shape[0], max_len)
+  step = jax.jit(lambda cache, tok: model.apply({"params": params, "cache": cache}, tok, enc, attention_mask,
+                                                 decode=True, mutable=["cache"], method=model.decode))
   tok = jnp.full((input_ids.shape[0], 1), c.decoder_start_token_id, jnp.int32)
   tokens, logits = [tok], []
   for _ in range(max_len - 1):
-    out, mut = model.apply({"params": params, "cache": cache}, tok, enc, attention_mask, decode=True,
-                           mutable=["cache"], method=model.decode)
+    out, mut = step(cache, tok)
     cache = mut["cache"]
     logits.append(out.logits[:, -1])
     tok = jnp.argmax(out.logits[:, -1], axis=-1)[:, None].astype(jnp.int32)

@@ -288,12 +288,13 @@ _IGNORE = (r"(^|\.)embeddings\.(position_ids|token_type_ids)$", r"^cls\.")
 
 
 def load_params(config: BertConfig, task: str, hf_config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
-                rng: jax.Array, source: str = "checkpoint") -> dict:
+                rng: jax.Array | None = None, source: str = "checkpoint") -> dict:
   """Params for `build(config, task)` from HF tensors (BertModel or BertFor* checkpoints, "bert." prefix optional)."""
   del hf_config
   prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
   model = build(config, task)
   dummy = jnp.zeros((1, 1), jnp.int32)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
   init = lambda: model.init(rng, dummy)["params"]
   ignore = list(_IGNORE)
   if task == "base":

@@ -1,0 +1,108 @@
+"""Read what quantization does to text: decode from an experiments.lm checkpoint with the KV cache.
+
+    python -m experiments.generate --workdir=runs/ptb_w4a4 --prompt="the company said" --max_new_tokens=40
+    python -m experiments.generate --workdir=runs/ptb_w4a4 --quant=float      # same weights, float GEMMs
+    python -m experiments.generate --workdir=runs/ptb_fp --temperature=0.8 --top_k=40 --num_samples=3
+
+Greedy by default (--temperature=0); sampling with --temperature > 0 and optional --top_k. The prompt is run through
+the model in one call that fills the cache, then one token per call (GPT2LMHeadModel decode=True, Linen "cache").
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from int4jax import lm_task
+from int4jax import tokenizers
+from int4jax.models import gpt2
+
+flags.DEFINE_string("workdir", None, "Run directory of experiments.lm (its best checkpoint is used).")
+flags.DEFINE_string("prompt", "the company said", "Text to continue.")
+flags.DEFINE_integer("max_new_tokens", 40, "Tokens to generate.")
+flags.DEFINE_float("temperature", 0.0, "0 = greedy; > 0 samples from softmax(logits / temperature).")
+flags.DEFINE_integer("top_k", 0, "Sample only among the k most likely tokens (0 = all).")
+flags.DEFINE_integer("num_samples", 1, "Sequences to decode (a batch).")
+flags.DEFINE_enum("quant", "stored", ("stored", "float"), "The run's own quantization policy, or float GEMMs.")
+flags.DEFINE_string("tokenizer", None, "Override the tokenizer the run stored.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def generate(model, params, prompt_ids: np.ndarray, max_new_tokens: int, *, temperature: float = 0.0,
+             top_k: int = 0, rng: jax.Array | None = None) -> np.ndarray:
+  """prompt_ids int32 [batch, prompt_len] -> generated ids [batch, max_new_tokens] (KV-cached decoding)."""
+  batch, prompt_len = prompt_ids.shape
+  total = prompt_len + max_new_tokens
+  if total > model.config.n_positions:
+    raise ValueError(f"prompt ({prompt_len} tokens) + --max_new_tokens={max_new_tokens} = {total} exceeds the "
+                     f"model's n_positions={model.config.n_positions}")
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  cache = gpt2.init_cache(model, batch, total)
+
+  def pick(logits, key):
+    logits = logits.astype(jnp.float32)
+    if temperature <= 0:
+      return jnp.argmax(logits, -1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k > 0:
+      kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+  @jax.jit
+  def prefill(params, cache, ids, key):
+    out, mut = model.apply({"params": params, "cache": cache}, ids, decode=True, mutable=["cache"])
+    return pick(out.logits[:, -1], key), mut["cache"]
+
+  @jax.jit
+  def step(params, cache, token, key):
+    out, mut = model.apply({"params": params, "cache": cache}, token[:, None], decode=True, mutable=["cache"])
+    return pick(out.logits[:, -1], key), mut["cache"]
+
+  keys = jax.random.split(rng, max_new_tokens)
+  token, cache = prefill(params, cache, jnp.asarray(prompt_ids, jnp.int32), keys[0])
+  out = [token]
+  for i in range(1, max_new_tokens):
+    token, cache = step(params, cache, token, keys[i])
+    out.append(token)
+  return np.stack(jax.device_get(out), axis=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
+  if not f.workdir:
+    raise ValueError("--workdir is required")
+  if f.max_new_tokens < 1 or f.num_samples < 1:
+    raise ValueError("--max_new_tokens and --num_samples must be >= 1")
+  meta = lm_task.read_run_metadata(f.workdir)
+  tok = tokenizers.load_tokenizer(f.tokenizer or meta["tokenizer"])
+  if len(tok) > meta["model_config"]["vocab_size"] or meta.get("tokenizer_vocab_size") not in (None, len(tok)):
+    raise ValueError(f"tokenizer has {len(tok)} tokens but the checkpoint in {f.workdir!r} was trained with "
+                     f"{meta.get('tokenizer_vocab_size')} (vocab_size {meta['model_config']['vocab_size']})")
+  prompt = tok(f.prompt, add_special_tokens=False)["input_ids"]
+  if not prompt:
+    raise ValueError(f"--prompt={f.prompt!r} encodes to no tokens")
+  model, params, meta = lm_task.restore_run(f.workdir, policy="stored" if f.quant == "stored" else None)
+  ids = np.tile(np.asarray(prompt, np.int32)[None], (f.num_samples, 1))
+  new = generate(model, params, ids, f.max_new_tokens, temperature=f.temperature, top_k=f.top_k,
+                 rng=jax.random.PRNGKey(f.seed))
+  policy = json.loads(meta["policy_json"])["name"] if meta.get("policy_json") and f.quant == "stored" else "float"
+  mode = "greedy" if f.temperature <= 0 else f"sampled (T={f.temperature}, top_k={f.top_k or 'all'})"
+  print(f"# {os.path.abspath(f.workdir)}, policy {policy}, {mode}")
+  for row in new:
+    print(f.prompt + tok.decode(row.tolist()))
+    print("-" * 40)
+
+
+if __name__ == "__main__":
+  app.run(main)
