@@ -1,6 +1,6 @@
 """Quick timing of the portable (Triton-lowered) kernels next to XLA bf16 / int8 on the same shapes.
 
-    JAX_PLATFORMS=cuda PYTHONPATH=. python -m kernels_pallas.portable_bench
+    JAX_PLATFORMS=cuda PYTHONPATH=. python -m kernels_pallas.portable_bench [gemm|w4a16|quant] [bm,bn,bk,warps,stages]
 Device time via wall clock around block_until_ready (median of 20 after warm-up, two input sets alternated). A lead
 only: kernels_pallas/bench.py is the benchmark of record.
 """
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels_pallas import dispatch
+from kernels_pallas.common import MatmulConfig
 
 
 def _time(f, arg_sets, iters=20):
@@ -33,6 +34,8 @@ def _time(f, arg_sets, iters=20):
 def main(argv):
   rng = np.random.default_rng(0)
   which = argv[1] if len(argv) > 1 else "all"
+  cfg = MatmulConfig(*map(int, argv[2].split(","))) if len(argv) > 2 else None
+  print(f"config: {cfg or 'default'}", flush=True)
   shapes = [(3072, 1024, 4096), (12288, 4096, 1024), (512, 768, 3072)]
   for m, k, n in shapes if which in ("all", "gemm") else []:
     def mk():
@@ -47,8 +50,10 @@ def main(argv):
     xs, ws = jnp.ones((m,), jnp.float32), jnp.ones((n,), jnp.float32)
     ops = 2 * m * n * k
     fns = {
-        "triton w4a4": (jax.jit(lambda xp, wp, *_: dispatch.w4a4_matmul(xp, xs, wp, ws, backend="triton")), 0),
-        "triton w8a8": (jax.jit(lambda xp, wp, x8, w8, *_: dispatch.w8a8_matmul(x8, xs, w8, ws, backend="triton")), 0),
+        "triton w4a4": (jax.jit(lambda xp, wp, *_: dispatch.w4a4_matmul(xp, xs, wp, ws, backend="triton",
+                                                                                  config=cfg)), 0),
+        "triton w8a8": (jax.jit(lambda xp, wp, x8, w8, *_: dispatch.w8a8_matmul(x8, xs, w8, ws, backend="triton",
+                                                                                         config=cfg)), 0),
         "xla bf16": (jax.jit(lambda *a: jnp.dot(a[4], a[5].T, preferred_element_type=jnp.float32)
                              .astype(jnp.bfloat16)), 0),
         "xla int8": (jax.jit(lambda *a: jax.lax.dot_general(a[2], a[3], (((1,), (1,)), ((), ())),
@@ -65,7 +70,8 @@ def main(argv):
              jnp.asarray(rng.integers(0, 256, (n, k // 2), dtype=np.uint8)),
              jnp.asarray(rng.uniform(size=(n, k // 128)), jnp.float32),
              jnp.asarray(rng.standard_normal((n, k)), jnp.bfloat16)) for _ in range(2)]
-    for name, f in {"triton w4a16": jax.jit(lambda x, wp, s, wb: dispatch.w4a16_matmul(x, wp, s, backend="triton")),
+    for name, f in {"triton w4a16": jax.jit(lambda x, wp, s, wb: dispatch.w4a16_matmul(x, wp, s, backend="triton",
+                                                                                                config=cfg)),
                     "xla bf16": jax.jit(lambda x, wp, s, wb: jnp.dot(x, wb.T))}.items():
       try:
         t = _time(f, sets)

@@ -18,7 +18,7 @@ def save_tiny_hf_bert(path, *, head: str = "sequence_classification", num_labels
   return model
 
 
-def padded_batch(batch: int = 3, seq: int = 10, vocab: int = 1000, seed: int = 0):
+def _padded_batch(batch: int = 3, seq: int = 10, vocab: int = 1000, seed: int = 0):
   """(input_ids, attention_mask, token_type_ids) int32 numpy; row 0 full, the others right-padded."""
   rs = np.random.RandomState(seed)
   ids = rs.randint(1, vocab, (batch, seq)).astype(np.int32)
@@ -29,6 +29,17 @@ def padded_batch(batch: int = 3, seq: int = 10, vocab: int = 1000, seed: int = 0
   types = np.zeros_like(ids)
   types[:, seq // 2:] = 1
   return ids, mask, types
+
+
+# Helpers handed out as fixtures (test files need no import path to this conftest).
+@pytest.fixture(scope="session")
+def make_tiny_hf_bert():
+  return save_tiny_hf_bert
+
+
+@pytest.fixture(scope="session")
+def padded_batch():
+  return _padded_batch
 
 
 @pytest.fixture(scope="session")

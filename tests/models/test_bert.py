@@ -15,8 +15,6 @@ from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import bert
 from int4jax.policy import make_policy
 
-from tests.models.conftest import padded_batch, save_tiny_hf_bert
-
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -44,7 +42,7 @@ def _check_parity(out, ref, num_layers):
     assert _max_diff(ours, theirs.numpy()) <= TOL, f"attention probs {i}"
 
 
-def test_parity_sequence_classification(tiny_cls_dir):
+def test_parity_sequence_classification(tiny_cls_dir, padded_batch):
   path, torch_model = tiny_cls_dir
   model, params = load_pretrained(path)
   assert isinstance(model, bert.BertForSequenceClassification)
@@ -60,8 +58,8 @@ def test_parity_sequence_classification(tiny_cls_dir):
     assert np.all(np.isfinite(scores))
 
 
-def test_parity_regression_head(tmp_path):
-  torch_model = save_tiny_hf_bert(tmp_path, num_labels=1, seed=1)
+def test_parity_regression_head(tmp_path, padded_batch, make_tiny_hf_bert):
+  torch_model = make_tiny_hf_bert(tmp_path, num_labels=1, seed=1)
   model, params = load_pretrained(tmp_path)
   assert model.config.num_labels == 1 and model.config.problem_type == "regression"
   ids, mask, types = padded_batch(seed=1)
@@ -133,7 +131,7 @@ def _quantized_layers(model, params, *args):
   return out, layers
 
 
-def test_w4a4_quantizes_exactly_the_four_gemm_types(tiny_params):
+def test_w4a4_quantizes_exactly_the_four_gemm_types(tiny_params, padded_batch):
   policy = make_policy("w4a4")
   model = bert.BertForSequenceClassification(bert.bert_tiny(num_labels=3, policy=policy))
   float_model = bert.BertForSequenceClassification(bert.bert_tiny(num_labels=3))
@@ -160,14 +158,14 @@ def test_w4a4_quantizes_exactly_the_four_gemm_types(tiny_params):
 
 
 @pytest.mark.parametrize("gemms", [("ffn_in", "ffn_out"), ("qkv", "attn_out")])
-def test_policy_gemm_switches(tiny_params, gemms):
+def test_policy_gemm_switches(tiny_params, gemms, padded_batch):
   model = bert.BertForSequenceClassification(bert.bert_tiny(num_labels=3, policy=make_policy("w4a4", gemms=gemms)))
   _, layers = _quantized_layers(model, tiny_params, *padded_batch(seed=3))
   assert sorted(layers) == sorted(f"encoder/layer_{i}/{n}" for i in range(2) for n, g in _GEMM_OF.items()
                                   if g in gemms)
 
 
-def test_fp32_policy_is_bit_exact_float(tiny_params):
+def test_fp32_policy_is_bit_exact_float(tiny_params, padded_batch):
   ids, mask, types = padded_batch(seed=4)
   outs = [bert.BertForSequenceClassification(bert.bert_tiny(num_labels=3, policy=p)).apply(
       {"params": tiny_params}, ids, mask, types, taps=Taps.all()) for p in (None, make_policy("fp32"))]
@@ -175,7 +173,7 @@ def test_fp32_policy_is_bit_exact_float(tiny_params):
     np.testing.assert_array_equal(a, b)
 
 
-def test_fast_path_matches_explicit(tiny_params):
+def test_fast_path_matches_explicit(tiny_params, padded_batch):
   model = bert.BertForSequenceClassification(bert.bert_tiny(num_labels=3))
   ids, mask, types = padded_batch(seed=5)
   fast = model.apply({"params": tiny_params}, ids, mask, types)
@@ -185,7 +183,7 @@ def test_fast_path_matches_explicit(tiny_params):
   assert _max_diff(fast.logits, explicit.logits) <= 1e-5
 
 
-def test_dropout_uses_rng_and_flag(tiny_params):
+def test_dropout_uses_rng_and_flag(tiny_params, padded_batch):
   model = bert.BertForSequenceClassification(bert.bert_tiny(num_labels=3))
   ids, mask, types = padded_batch(seed=6)
   run = lambda seed, det: model.apply({"params": tiny_params}, ids, mask, types, deterministic=det,

@@ -10,17 +10,15 @@ from int4jax import tokenizers
 from int4jax.models import get_config, hf, load_pretrained, registry
 from int4jax.models import bert
 
-from tests.models.conftest import save_tiny_hf_bert
-
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
+def base_dir(tmp_path_factory, make_tiny_hf_bert):
   """A tiny bare BertModel checkpoint (no "bert." prefix, no classifier)."""
   path = tmp_path_factory.mktemp("tiny_bert_base")
-  save_tiny_hf_bert(path, head="base")
+  make_tiny_hf_bert(path, head="base")
   return path
 
 
