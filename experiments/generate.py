@@ -24,15 +24,17 @@ from int4jax import lm_task
 from int4jax import tokenizers
 from int4jax.models import gpt2
 
-flags.DEFINE_string("workdir", None, "Run directory of experiments.lm (its best checkpoint is used).")
-flags.DEFINE_string("prompt", "the company said", "Text to continue.")
-flags.DEFINE_integer("max_new_tokens", 40, "Tokens to generate.")
-flags.DEFINE_float("temperature", 0.0, "0 = greedy; > 0 samples from softmax(logits / temperature).")
-flags.DEFINE_integer("top_k", 0, "Sample only among the k most likely tokens (0 = all).")
-flags.DEFINE_integer("num_samples", 1, "Sequences to decode (a batch).")
-flags.DEFINE_enum("quant", "stored", ("stored", "float"), "The run's own quantization policy, or float GEMMs.")
-flags.DEFINE_string("tokenizer", None, "Override the tokenizer the run stored.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+def define_flags() -> None:
+  """Flags are defined only when run as a command, so tests can import several launchers."""
+  flags.DEFINE_string("workdir", None, "Run directory of experiments.lm (its best checkpoint is used).")
+  flags.DEFINE_string("prompt", "the company said", "Text to continue.")
+  flags.DEFINE_integer("max_new_tokens", 40, "Tokens to generate.")
+  flags.DEFINE_float("temperature", 0.0, "0 = greedy; > 0 samples from softmax(logits / temperature).")
+  flags.DEFINE_integer("top_k", 0, "Sample only among the k most likely tokens (0 = all).")
+  flags.DEFINE_integer("num_samples", 1, "Sequences to decode (a batch).")
+  flags.DEFINE_enum("quant", "stored", ("stored", "float"), "The run's own quantization policy, or float GEMMs.")
+  flags.DEFINE_string("tokenizer", None, "Override the tokenizer the run stored.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 def generate(model, params, prompt_ids: np.ndarray, max_new_tokens: int, *, temperature: float = 0.0,
@@ -105,4 +107,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -27,15 +27,17 @@ from int4jax.data import lm as lm_data
 
 ANALYSES = ("positional", "act_range", "ln", "sensitivity")
 
-flags.DEFINE_list("analysis", ["positional", "act_range", "sensitivity"], f"Any of {ANALYSES}.")
-flags.DEFINE_list("runs", None, "label=workdir pairs of experiments.lm runs; the first is the reference.")
-flags.DEFINE_string("output_dir", None, "Where the JSON and PNG files go (default <first run>/analysis).")
-flags.DEFINE_enum("split", "valid", ("valid", "test"), "Split for positional perplexity and activation ranges.")
-flags.DEFINE_integer("num_batches", 8, "Batches for the activation range (paper: 8).")
-flags.DEFINE_integer("batch_size", 8, "Batch size for the activation range.")
-flags.DEFINE_list("act_range_runs", None, "Labels to include in act_range (default: all runs).")
-flags.DEFINE_string("data_dir", None, "Override the data folder the first run stored.")
-flags.DEFINE_string("tokenizer", None, "Override the tokenizer the first run stored.")
+def define_flags() -> None:
+  """Flags are defined only when run as a command, so tests can import several launchers."""
+  flags.DEFINE_list("analysis", ["positional", "act_range", "sensitivity"], f"Any of {ANALYSES}.")
+  flags.DEFINE_list("runs", None, "label=workdir pairs of experiments.lm runs; the first is the reference.")
+  flags.DEFINE_string("output_dir", None, "Where the JSON and PNG files go (default <first run>/analysis).")
+  flags.DEFINE_enum("split", "valid", ("valid", "test"), "Split for positional perplexity and activation ranges.")
+  flags.DEFINE_integer("num_batches", 8, "Batches for the activation range (paper: 8).")
+  flags.DEFINE_integer("batch_size", 8, "Batch size for the activation range.")
+  flags.DEFINE_list("act_range_runs", None, "Labels to include in act_range (default: all runs).")
+  flags.DEFINE_string("data_dir", None, "Override the data folder the first run stored.")
+  flags.DEFINE_string("tokenizer", None, "Override the tokenizer the first run stored.")
 
 
 def parse_runs(pairs) -> dict[str, str]:
@@ -126,4 +128,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

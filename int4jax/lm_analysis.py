@@ -44,16 +44,25 @@ def _write(out_dir: str, name: str, data: dict, fig) -> dict:
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+  """Moving average that averages only over the points inside the array at the edges."""
   if window <= 1 or len(y) < window:
     return y
-  kernel = np.ones(window) / window
-  return np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), kernel, mode="same")
+  kernel = np.ones(window)
+  valid = np.isfinite(y)
+  num = np.convolve(np.where(valid, y, 0.0), kernel, mode="same")
+  den = np.convolve(valid.astype(np.float64), kernel, mode="same")
+  return num / np.maximum(den, 1)
+
+
+def _log_bins(length: int, num: int = 40) -> np.ndarray:
+  """Edges of position bins [e_i, e_{i+1}) from 1 to length, one position wide at the start, wider later."""
+  return np.unique(np.round(np.geomspace(1, length, num)).astype(int))
 
 
 # ------------------------------------------------------------------------------------------------- positional ppl
 
 def positional_perplexity(runs: Mapping[str, Mapping[str, Any]], out_dir: str, *, split: str = "valid",
-                          zoom: int = 64, smooth: int = 16) -> dict:
+                          zoom: int = 64) -> dict:
   """runs: label -> results.json dict (the first label is the reference, normally the FP teacher).
 
   Writes positional_perplexity.{json,png}: per-position perplexity for every run, the gap to the reference, and the
@@ -87,20 +96,24 @@ def positional_perplexity(runs: Mapping[str, Mapping[str, Any]], out_dir: str, *
 
   fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
   pos = np.arange(length)
+  z = min(zoom, length)
+  edges = _log_bins(length)
+  centers = np.sqrt(edges[:-1] * np.maximum(edges[1:] - 1, edges[:-1]))
+  binned = {k: _ppl(np.add.reduceat(sums[k], edges[:-1])[:len(edges) - 1],
+                    np.add.reduceat(counts[k], edges[:-1])[:len(edges) - 1]) for k in labels}
+  out["log_bins"] = {"edges": edges.tolist(), **{k: v.tolist() for k, v in binned.items()}}
   for k in labels:
     ppl = _ppl(sums[k], counts[k])
-    z = min(zoom, length)
     axes[0].plot(pos[1:z], ppl[1:z], label=f"{k} ({out['runs'][k]['perplexity']:.2f})", lw=1.2)
-    axes[1].plot(pos[1:], _smooth(ppl[1:], smooth), label=k, lw=1.0)
+    axes[1].plot(centers, binned[k], marker=".", label=k, lw=1.0)
     if k != ref:
-      gap = ppl - _ppl(sums[ref], counts[ref])
-      axes[2].plot(pos[1:], _smooth(gap[1:], smooth), label=f"{k} - {ref}", lw=1.0)
-  axes[0].set(title=f"perplexity by position, first {min(zoom, length)} ({split})", xlabel="token position in block",
+      axes[2].plot(centers, binned[k] - binned[ref], marker=".", label=f"{k} - {ref}", lw=1.0)
+  axes[0].set(title=f"perplexity by position, first {z} ({split})", xlabel="token position in block",
               ylabel="perplexity", yscale="log")
-  axes[1].set(title=f"all positions (moving average {smooth})", xlabel="token position in block",
-              ylabel="perplexity", yscale="log")
-  axes[2].set(title=f"gap to {ref} (moving average {smooth})", xlabel="token position in block",
-              ylabel="perplexity gap", xscale="log")
+  axes[1].set(title="all positions (log-spaced bins)", xlabel="token position in block", ylabel="perplexity",
+              xscale="log", yscale="log")
+  axes[2].set(title=f"gap to {ref} (log-spaced bins)", xlabel="token position in block", ylabel="perplexity gap",
+              xscale="log")
   axes[2].axhline(0, color="k", lw=0.5)
   for ax in axes:
     ax.grid(alpha=0.3)

@@ -201,6 +201,26 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
                                                        jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
                                                        out_dtype=jnp.float32)
     run("mosaic_w4a4_pp", s4p, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
+  if "mosaic_w4a4_ws" in paths:
+    cfg = configs.get("w4a4_ws", hopper_w8a8.WSConfig())
+    def s4w(c):
+      return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
+    f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul_ws(xp, xs, wp, ws, b, gelu=gelu,
+                                                             out_dtype=out_dtype, config=cfg)
+    r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
+                                                       jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
+                                                       out_dtype=jnp.float32)
+    run("mosaic_w4a4_ws", s4w, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
+  if "mosaic_w8a8_ws" in paths:
+    cfg = configs.get("w8a8_ws", hopper_w8a8.WSConfig(num_stages=3))
+    def s8w(c):
+      return [dev(s[0], s[2], s[1], s[3], s[4]) for s in sets_int(8, c)]
+    f = lambda x, xs, w, ws, b: hopper_w8a8.w8a8_matmul_ws(x, xs, w, ws, b, gelu=gelu, out_dtype=out_dtype,
+                                                           config=cfg)
+    r = lambda x, xs, w, ws, b: hopper_w8a8.reference(jnp.asarray(x), jnp.asarray(xs), jnp.asarray(w),
+                                                     jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
+                                                     out_dtype=jnp.float32)
+    run("mosaic_w8a8_ws", s8w, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
   if "mosaic_w8a8" in paths:
     cfg = configs.get("w8a8", hopper_w8a8.DEFAULT)
     def s8(c):
@@ -243,7 +263,8 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
 
 def _parse_cfg(kind, s):
   base = {"w4a4": hopper_w4a4.DEFAULT, "w8a8": hopper_w8a8.DEFAULT,
-          "w4a16": hopper_w4a16.DEFAULT}[kind]
+          "w4a16": hopper_w4a16.DEFAULT, "w4a4_ws": hopper_w8a8.WSConfig(),
+          "w8a8_ws": hopper_w8a8.WSConfig(num_stages=3)}[kind]
   kv = {}
   for item in filter(None, (s or "").split(",")):
     key, val = item.split("=")
@@ -268,6 +289,10 @@ SWEEPS = {
         ("w4a4", 3072, 4096, 1024, "block_m=64,block_n=256,block_k=128", ""),
         ("w4a4", 3072, 4096, 1024, "num_stages=3", ""),
         ("w4a4", 12288, 4096, 1024, "", "--baselines"),
+    ],
+    "r3": [
+        ("w8a8_ws", 3072, 4096, 1024, "", ""),
+        ("w4a4_ws", 3072, 4096, 1024, "", ""),
     ],
     "r1": [
         ("w4a16", 16, 28672, 8192, "split_k=2", "--baselines"),
@@ -331,6 +356,8 @@ def main(argv=None):
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--gelu", action="store_true")
   p.add_argument("--baselines", action="store_true")
+  p.add_argument("--ws_from", default=None, help="sweep.jsonl: add the warp-specialized paths if they ran there")
+  p.add_argument("--shapes", default=None, help="kind:h:M:N:K,... instead of the full list")
   p.add_argument("--part", default="1/1", help="i/n: run every n-th shape starting at i (split a run)")
   p.add_argument("--sweep", default=None, help="name in SWEEPS: one subprocess per variant")
   a = p.parse_args(argv)
@@ -352,12 +379,23 @@ def main(argv=None):
         shapes.append(("bert", h, m, n, k))
   for (m, n, k) in DECODE:
     shapes.append(("decode", 0, m, n, k))
+  ws_paths = []
+  if a.ws_from and os.path.exists(a.ws_from):
+    for line in open(a.ws_from):
+      kind, *_, js = json.loads(line)
+      if kind.endswith("_ws") and js and all("us" in v for v in js["res"].values()):
+        ws_paths.append("mosaic_" + kind)
+    ws_paths = sorted(set(ws_paths))
+  print("warp-specialized paths enabled:", ws_paths, flush=True)
   pi, pn = (int(v) for v in a.part.split("/"))
   shapes = shapes[pi - 1::pn]
+  if a.shapes:
+    shapes = [(t[0], *map(int, t[1:])) for t in (x.split(":") for x in a.shapes.split(","))]
   rows = []
   for (kind, h, m, n, k) in shapes:
     paths = list(BASE_PATHS)
-    paths += ["mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w8a8"] if kind == "bert" or m >= 16 else []
+    ours = ["mosaic_w4a4"] + (ws_paths or ["mosaic_w4a4_pp", "mosaic_w8a8"])  # ws replaces pp and the 1-WG w8a8
+    paths += ours if kind == "bert" or m >= 16 else []
     if m <= hopper_w4a16.MAX_M:
       paths.append("mosaic_w4a16")
     t0 = time.time()
@@ -365,17 +403,24 @@ def main(argv=None):
     rows.append({"kind": kind, "h": h, "m": m, "n": n, "k": k, "res": r})
     print(f"{kind} h={h} M={m} N={n} K={k} ({time.time()-t0:.0f}s): " + "  ".join(
         f"{p}={v['us']:.1f}us" if "us" in v else f"{p}=ERR" for p, v in r.items()), flush=True)
-  meta = {"gpu": jax.devices()[0].device_kind, "gpu_file": gpu_name(), "jax": jax.__version__, "python": platform.python_version(),
+    if a.out:  # after every shape, so a run cut short keeps what it measured
+      _dump(a, argv, rows, pi, pn)
+  if a.out and pn == 1:
+    write_markdown(a.out, _meta(a, argv), rows)
+
+
+def _meta(a, argv):
+  return {"gpu": jax.devices()[0].device_kind, "gpu_file": gpu_name(), "jax": jax.__version__, "python": platform.python_version(),
           "commit": os.environ.get("GIT_COMMIT", "unknown"), "command": " ".join(["python -m kernels_pallas.bench"] + (argv or sys.argv[1:])),
           "timing": "CUPTI summed kernel time per call (jax.experimental.mosaic.gpu.profiler.measure), "
                     "median of %d calls rotating >=4 input sets > 2x L2, after 2 warm-up calls" % a.reps}
-  if a.out:
-    os.makedirs(a.out, exist_ok=True)
-    suffix = "" if pn == 1 else f".part{pi}of{pn}"
-    with open(os.path.join(a.out, f"{gpu_name()}{suffix}.json"), "w") as f:
-      json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    if pn == 1:
-      write_markdown(a.out, meta, rows)
+
+
+def _dump(a, argv, rows, pi, pn):
+  os.makedirs(a.out, exist_ok=True)
+  suffix = "" if pn == 1 else f".part{pi}of{pn}"
+  with open(os.path.join(a.out, f"{gpu_name()}{suffix}.json"), "w") as f:
+    json.dump({"meta": _meta(a, argv), "rows": rows}, f, indent=1)
 
 
 def gpu_name():
@@ -383,7 +428,7 @@ def gpu_name():
   return "H100" if "H100" in kind else kind.replace(" ", "_")
 
 
-OURS = ("mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w8a8", "mosaic_w4a16")
+OURS = ("mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w4a4_ws", "mosaic_w8a8", "mosaic_w8a8_ws", "mosaic_w4a16")
 
 
 def write_markdown(out_dir, meta, rows, name=None):
@@ -413,7 +458,7 @@ def write_markdown(out_dir, meta, rows, name=None):
     bf = res.get("xla_bf16", {}).get("us")
     i8 = res.get("xla_int8", {}).get("us")
     if r["kind"] == "bert" and r["m"] >= 3072 and r["h"] == 1024:
-      for p in ("mosaic_w4a4", "mosaic_w4a4_pp"):
+      for p in ("mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w4a4_ws"):
         v = res.get(p, {})
         if "us" in v and bf and i8:
           ok = bf / v["us"] >= 1.5 and i8 / v["us"] >= 1.0

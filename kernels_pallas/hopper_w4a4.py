@@ -62,3 +62,13 @@ def unpack_ref(p):
 def reference(x_packed, x_scale, w_packed, w_scale, bias=None, *, gelu=False, out_dtype=jnp.bfloat16):
   return _core.reference(unpack_ref(x_packed), x_scale, unpack_ref(w_packed), w_scale, bias,
                          gelu=gelu, out_dtype=out_dtype)
+
+
+def w4a4_matmul_ws(x_packed, x_scale, w_packed, w_scale, bias=None, gelu: bool = False, *,
+                   out_dtype=jnp.bfloat16, config: _core.WSConfig = _core.WSConfig()):
+  """Warp-specialized persistent variant: weights unpacked to int8 by one XLA pass (inside the call),
+  activations stay int4 through TMA and are cast to int8 in registers (wgmma A operand)."""
+  if w_scale.ndim != 1:
+    raise ValueError(f"{w_scale.shape=}: the Hopper W4A4 kernel takes per-channel weight scales")
+  return _core.int_gemm_ws(packed_to_int4(x_packed), unpack_ref(w_packed), x_scale.reshape(-1), w_scale,
+                           bias, gelu=gelu, out_dtype=out_dtype, config=config)

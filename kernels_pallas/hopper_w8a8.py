@@ -194,3 +194,107 @@ def reference(x, x_scale, w, w_scale, bias=None, *, gelu=False, out_dtype=jnp.bf
   if gelu:
     y = jax.nn.gelu(y, approximate=False)
   return y.astype(out_dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class WSConfig:
+  """Warp-specialized persistent variant: 1 TMA warpgroup + 2 wgmma warpgroups, CTA tile (2*block_m, block_n)."""
+  block_m: int = 128
+  block_n: int = 128
+  block_k: int = 128
+  num_stages: int = 4
+
+
+def int_gemm_ws(x, w, x_scale, w_scale, bias, *, gelu: bool, out_dtype, config: WSConfig = WSConfig()):
+  """Same contract as int_gemm; x int8|int4 (int4: cast to int8 in registers, wgmma A), w int8 (SMEM)."""
+  m, k = x.shape
+  n, _ = w.shape
+  bm, bn, bk = config.block_m, config.block_n, config.block_k
+  cta_m = 2 * bm
+  if n % bn or k % bk:
+    raise ValueError(f"{n=} must be a multiple of {bn=} and {k=} of {bk=}")
+  if w.dtype != jnp.int8:
+    raise ValueError(f"int_gemm_ws wants int8 weights, got {w.dtype}")
+  mp = pl.cdiv(m, cta_m) * cta_m
+  if mp != m:
+    x = jnp.pad(x, ((0, mp - m), (0, 0)))
+    x_scale = jnp.pad(x_scale, (0, mp - m))
+  bias = jnp.zeros((n,), jnp.float32) if bias is None else bias.astype(jnp.float32)
+  x_scale = x_scale.astype(jnp.float32)
+  w_scale = w_scale.astype(jnp.float32)
+  x4 = x.dtype == jnp.int4
+  x_tr = _transforms(bk, x.dtype, "lhs")
+  w_tr = _transforms(bk, jnp.int8, "rhs")
+  out_tr = _transforms(bn, out_dtype, "out")
+  m_iters, n_iters, k_iters = mp // cta_m, n // bn, k // bk
+  row = plgpu.Layout.WGMMA.reduce(1)
+  col = plgpu.Layout.WGMMA.reduce(0)
+
+  def kernel(x_gmem, w_gmem, xs_gmem, ws_gmem, b_gmem, o_gmem, o_smem):
+    def get_pipeline(body, ctx):
+      return plgpu.emit_pipeline_warp_specialized(
+          body, grid=(k_iters,), memory_registers=40,
+          in_specs=[plgpu.BlockSpec((cta_m, bk), lambda kk: (0, kk), transforms=x_tr, memory_space=plgpu.SMEM),
+                    plgpu.BlockSpec((bn, bk), lambda kk: (0, kk), transforms=w_tr, memory_space=plgpu.SMEM)],
+          wg_axis="wg", num_compute_wgs=2, max_concurrent_steps=config.num_stages, compute_context=ctx)
+
+    ignore = lambda *_, **__: None
+
+    @functools.partial(pl.run_scoped,
+                       allocs=get_pipeline(ignore, ignore).get_allocations(x_gmem, w_gmem),
+                       collective_axes="wg")
+    def _scope(allocs):
+      wg = lax.axis_index("wg")
+
+      @plgpu.nd_loop((m_iters * n_iters,), collective_axes="sm")
+      def _tiles(info):
+        (lin,) = info.index
+        mi = lax.div(lin, n_iters)
+        ni = lax.rem(lin, n_iters)
+        row0 = mi * cta_m + wg * bm
+
+        def ctx(eval_pipeline):
+          @functools.partial(pl.run_scoped, acc_ref=plgpu.ACC((bm, bn), jnp.int32))
+          def _acc(acc_ref):
+            eval_pipeline(acc_ref)
+            acc = acc_ref[...]
+            xs = plgpu.load(xs_gmem.at[pl.ds(row0, bm)], layout=row, optimized=False)
+            ws = plgpu.load(ws_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False)
+            bb = plgpu.load(b_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False)
+            y = acc.astype(jnp.float32) * lax.broadcast_in_dim(xs, (bm, bn), [0])
+            y = y * lax.broadcast_in_dim(ws, (bm, bn), [1]) + lax.broadcast_in_dim(bb, (bm, bn), [1])
+            if gelu:
+              y = 0.5 * y * (1.0 + lax.erf(y * 0.7071067811865476))
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+            o_smem[wg] = y.astype(out_dtype)
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(o_smem.at[wg], o_gmem.at[pl.ds(row0, bm), pl.ds(ni * bn, bn)])
+
+        def mma(_, x_smem, w_smem, acc_ref):
+          a = x_smem.at[pl.ds(wg * bm, bm)]
+          if x4:
+            a = a[...].astype(jnp.int8)
+          plgpu.wgmma(acc_ref, a, w_smem.T)
+          plgpu.wgmma_wait(0)
+          return acc_ref
+
+        get_pipeline(mma, ctx)(x_gmem.at[pl.ds(mi * cta_m, cta_m)], w_gmem.at[pl.ds(ni * bn, bn)],
+                               allocations=allocs)
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+  num_sms = getattr(jax.devices()[0], "core_count", 132)
+  f = plgpu.kernel(
+      kernel,
+      out_type=jax.ShapeDtypeStruct((mp, n), out_dtype),
+      grid=(num_sms,), grid_names=("sm",), num_threads=3, thread_name="wg",
+      scratch_types=[plgpu.SMEM((2, bm, bn), out_dtype, transforms=out_tr)],
+      compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
+  )
+  out = f(x, w, x_scale, w_scale, bias)
+  return out[:m] if mp != m else out
+
+
+def w8a8_matmul_ws(x, x_scale, w, w_scale, bias=None, gelu: bool = False, *, out_dtype=jnp.bfloat16,
+                   config: WSConfig = WSConfig(num_stages=3)):
+  return int_gemm_ws(x, w, x_scale.reshape(-1), w_scale.reshape(-1), bias, gelu=gelu, out_dtype=out_dtype,
+                     config=config)

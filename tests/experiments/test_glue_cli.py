@@ -1,0 +1,115 @@
+"""GLUE pipeline end to end on the synthetic task: CLI, teacher -> W4A4 student, eval reload, resume, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from int4jax import glue_task
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUICK = dict(max_train_examples=256, eval_every_steps=8, log_every_steps=4, batch_size=16)
+
+
+def quick_run(workdir, bits="fp32", teacher=None, steps=16, stop_after=None, **kw):
+  cfg = glue_task.resolve_config("synthetic", "bert_tiny", bits, teacher=teacher, num_train_steps=steps,
+                                 **{**QUICK, **kw})
+  return glue_task.run(glue_task.build_experiment(cfg), str(workdir), argv=["test"], max_steps_this_run=stop_after)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("teacher")
+  quick_run(d, steps=16)
+  return str(d)
+
+
+def test_teacher_then_w4a4_student_and_exact_eval_reload(teacher_dir, tmp_path):
+  result = quick_run(tmp_path, "w4a4", teacher=teacher_dir, steps=8)
+  assert result["task"] == "synthetic" and result["bits"] == "w4a4" and result["best"]["accuracy"] > 0
+  for name in ("config.json", "command.txt", "metrics.jsonl", "policy.json", "summary.json"):
+    assert (tmp_path / name).exists(), name
+  assert json.loads((tmp_path / "policy.json").read_text())["name"] == "w4a4_sym"
+  metrics, meta = glue_task.evaluate_best(str(tmp_path))
+  assert metrics == meta["metrics"] == result["best"]           # bit-exact reproduction of the logged metric
+  assert meta["task"] == "synthetic" and meta["teacher"] == teacher_dir
+
+
+def test_student_resume_after_kill_matches_uninterrupted(teacher_dir, tmp_path):
+  full = quick_run(tmp_path / "full", "w4a4", teacher=teacher_dir, steps=12, quant_mode="asym")
+  cut = quick_run(tmp_path / "cut", "w4a4", teacher=teacher_dir, steps=12, quant_mode="asym", stop_after=5)
+  assert cut == {"interrupted": True, "step": 5}
+  resumed = quick_run(tmp_path / "cut", "w4a4", teacher=teacher_dir, steps=12, quant_mode="asym")
+  assert resumed["best"] == full["best"] and resumed["final"] == full["final"]
+  rows = lambda d: [l for l in open(d / "metrics.jsonl") if '"eval"' in l]
+  assert rows(tmp_path / "full") == rows(tmp_path / "cut")
+
+
+def test_bad_input_fails_before_training(teacher_dir, tmp_path):
+  with pytest.raises(ValueError, match="needs --teacher"):
+    glue_task.resolve_config("synthetic", "bert_tiny", "w4a4")
+  with pytest.raises(ValueError, match="unknown GLUE task"):
+    glue_task.resolve_config("squad", "bert_tiny", "fp32")
+  with pytest.raises(ValueError, match="neither a preset"):
+    glue_task.resolve_config("sst2", "bert_huge", "fp32")
+  with pytest.raises(ValueError, match="--bits"):
+    glue_task.resolve_config("sst2", "bert_tiny", "w3a3")
+  with pytest.raises(ValueError, match="KD loss terms"):
+    glue_task.resolve_config("synthetic", "bert_tiny", "w4a4", teacher=teacher_dir, loss_terms=("logits",))
+  # A teacher from another task is refused from its checkpoint metadata, before any data is read.
+  cfg = glue_task.resolve_config("sst2", "bert_tiny", "w4a4", teacher=teacher_dir, data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="trained on task 'synthetic'"):
+    glue_task.build_experiment(cfg)
+  cfg = glue_task.resolve_config("synthetic", "bert_tiny", "w4a4", teacher=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+    glue_task.build_experiment(cfg)
+  cfg = glue_task.resolve_config("sst2", "bert_tiny", "fp32", data_dir=str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="missing"):
+    glue_task.build_experiment(cfg)
+  (tmp_path / "train.tsv").write_text("sentence\tlabel\n")
+  cfg = glue_task.resolve_config("sst2", "bert_tiny", "fp32", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="no examples"):
+    glue_task.build_experiment(cfg)
+
+
+def test_label_count_must_match_the_checkpoint_head(tmp_path):
+  transformers = pytest.importorskip("transformers")
+  pytest.importorskip("torch")
+  config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=64, num_labels=3,
+                                   architectures=["BertForSequenceClassification"])
+  transformers.BertForSequenceClassification(config).save_pretrained(str(tmp_path / "ckpt"))
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "train.tsv").write_text("sentence\tlabel\n" + "a\t1\n" * 4)
+  (data / "dev.tsv").write_text("sentence\tlabel\na\t1\n")
+  cfg = glue_task.resolve_config("sst2", str(tmp_path / "ckpt"), "fp32", data_dir=str(data), batch_size=2,
+                                 tokenizer="bert-base-uncased")
+  with pytest.raises(ValueError, match="classifier"):
+    glue_task.build_experiment(cfg)
+
+
+def _cli(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  out = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  return out.stdout
+
+
+def test_cli_two_stage_default_and_eval(tmp_path):
+  out = _cli("experiments.glue", "--task=synthetic", "--model=bert_tiny", "--num_train_steps=8",
+             "--max_train_examples=128", "--batch_size=16", "--eval_every_steps=8", f"--workdir={tmp_path}")
+  assert "FP32 teacher accuracy" in out and "W4A4 sym student" in out and out.count("summary:") == 2
+  out = _cli("experiments.eval", f"--workdir={tmp_path / 'w4a4_sym'}")
+  assert "identical" in out
+
+
+def test_cli_rejects_quantized_run_without_teacher(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  out = subprocess.run([sys.executable, "-m", "experiments.glue", "--bits=w4a4", f"--workdir={tmp_path}"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and "--teacher" in out.stderr
+  assert not (tmp_path / "metrics.jsonl").exists()
