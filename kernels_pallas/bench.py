@@ -395,7 +395,7 @@ def main(argv=None):
   for (kind, h, m, n, k) in shapes:
     paths = list(BASE_PATHS)
     ours = ["mosaic_w4a4"] + (ws_paths or ["mosaic_w4a4_pp", "mosaic_w8a8"])  # ws replaces pp and the 1-WG w8a8
-    paths += ours if kind == "bert" or m >= 16 else []
+    paths += ours if kind == "bert" else []
     if m <= hopper_w4a16.MAX_M:
       paths.append("mosaic_w4a16")
     t0 = time.time()
