@@ -53,6 +53,27 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
   return out
 
 
+def update_decode_state(module: nn.Module, batch: int, seq: int, attention_mask, *, max_len: int, limit: str):
+  """Model-level decode bookkeeping kept in `module`'s "cache" collection (GPT-2, BART decoder).
+
+  Returns (offset, key_mask): the position of this call's first token, and the padding mask over the whole cache
+  ([batch, max_len] bool; the tokens written so far, as their attention masks said). The init call (whose input
+  length is the cache length, checked against `max_len`, named `limit` in the error) returns (0, None).
+  """
+  initialised = module.has_variable("cache", "index")
+  index = module.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+  key_mask = module.variable("cache", "attention_mask", jnp.zeros, (batch, seq), jnp.bool_)
+  if not initialised:
+    if seq > max_len:
+      raise ValueError(f"cache length {seq} exceeds {limit}={max_len}")
+    return 0, None
+  start = index.value
+  new = jnp.ones((batch, seq), jnp.bool_) if attention_mask is None else attention_mask.astype(jnp.bool_)
+  key_mask.value = lax.dynamic_update_slice(key_mask.value, new, (0, start))
+  index.value = start + seq
+  return start, key_mask.value
+
+
 def attention_core(q, k, v, mask, *, dropout_rate: float, deterministic: bool, want_scores: bool,
                    want_probs: bool, dropout_rng=None, dtype=jnp.float32):
   """Scaled dot-product attention on [batch, len, heads, head_dim] inputs.

@@ -47,7 +47,7 @@ import numpy as np
 from int4jax.layers import QDense
 from int4jax.models import hf
 from int4jax.models import registry
-from int4jax.models.attention import MultiHeadAttention, padding_mask
+from int4jax.models.attention import MultiHeadAttention, padding_mask, update_decode_state
 from int4jax.models.outputs import Seq2SeqOutput, Taps
 from int4jax.policy import QuantPolicy
 
@@ -216,7 +216,8 @@ class BartDecoder(nn.Module):
     batch, tgt_len = inputs_embeds.shape[:2]
     offset, key_mask = 0, attention_mask
     if decode:
-      offset, key_mask = self._update_decode_state(batch, tgt_len, attention_mask)
+      offset, key_mask = update_decode_state(self, batch, tgt_len, attention_mask,
+                                             max_len=c.max_position_embeddings, limit="max_position_embeddings")
     elif tgt_len > c.max_position_embeddings:
       raise ValueError(f"target length {tgt_len} exceeds max_position_embeddings={c.max_position_embeddings}")
     x = inputs_embeds + _embed_positions(c, offset + jnp.arange(tgt_len)[None, :])
@@ -233,20 +234,6 @@ class BartDecoder(nn.Module):
       cross_attn.append(ca)
     return x, tuple(hidden), self_attn, cross_attn
 
-  def _update_decode_state(self, batch: int, seq: int, attention_mask):
-    """Cache index (position of this call's first token) and the key padding mask over the whole cache."""
-    initialised = self.has_variable("cache", "index")
-    index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
-    key_mask = self.variable("cache", "attention_mask", jnp.zeros, (batch, seq), jnp.bool_)
-    if not initialised:  # init call: its input length is the cache length
-      if seq > self.config.max_position_embeddings:
-        raise ValueError(f"cache length {seq} exceeds max_position_embeddings={self.config.max_position_embeddings}")
-      return 0, None
-    start = index.value
-    new = jnp.ones((batch, seq), jnp.bool_) if attention_mask is None else attention_mask.astype(jnp.bool_)
-    key_mask.value = lax.dynamic_update_slice(key_mask.value, new, (0, start))
-    index.value = start + seq
-    return start, key_mask.value
 
 
 def _per_layer(pairs, which: int, wanted: bool):

@@ -46,7 +46,7 @@ import numpy as np
 from int4jax.layers import QDense
 from int4jax.models import hf
 from int4jax.models import registry
-from int4jax.models.attention import MultiHeadAttention, padding_mask
+from int4jax.models.attention import MultiHeadAttention, padding_mask, update_decode_state
 from int4jax.models.outputs import ModelOutput, Taps
 from int4jax.policy import QuantPolicy
 
@@ -163,7 +163,8 @@ class GPT2LMHeadModel(nn.Module):
     key_mask = attention_mask
     offset = 0
     if decode:
-      offset, key_mask = self._update_decode_state(batch, seq, attention_mask)
+      offset, key_mask = update_decode_state(self, batch, seq, attention_mask, max_len=c.n_positions,
+                                             limit="n_positions")
     elif seq > c.n_positions:
       raise ValueError(f"sequence length {seq} exceeds n_positions={c.n_positions}")
     if position_ids is None:
@@ -193,20 +194,6 @@ class GPT2LMHeadModel(nn.Module):
         attention_scores=tuple(scores) if taps.attention_scores else None,
         attention_probs=tuple(probs) if taps.attention_probs else None)
 
-  def _update_decode_state(self, batch: int, seq: int, attention_mask):
-    """Cache index (the position of this call's first token) and the key padding mask over the whole cache."""
-    initialised = self.has_variable("cache", "index")
-    index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
-    key_mask = self.variable("cache", "attention_mask", jnp.zeros, (batch, seq), jnp.bool_)
-    if not initialised:  # init call: its input length is the cache length
-      if seq > self.config.n_positions:
-        raise ValueError(f"cache length {seq} exceeds n_positions={self.config.n_positions}")
-      return 0, None
-    start = index.value
-    new = jnp.ones((batch, seq), jnp.bool_) if attention_mask is None else attention_mask.astype(jnp.bool_)
-    key_mask.value = lax.dynamic_update_slice(key_mask.value, new, (0, start))
-    index.value = start + seq
-    return start, key_mask.value
 
 
 def init_cache(model: GPT2LMHeadModel, batch: int, max_len: int) -> dict:
