@@ -182,7 +182,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
     r = lambda x, w: np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
     run("xla_fp8", f_sets, f, r, m * k + n * k + 2 * m * n, 1e-2)
   if "mosaic_w4a4" in paths:
-    cfg = configs.get("w4a4", hopper_w4a4.DEFAULT)
+    cfg = configs.get("w4a4", hopper_w4a4.FUSED)
     def s4(c):
       return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
     f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul(xp, xs, wp, ws, b, gelu=gelu,
@@ -222,7 +222,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
                                                      out_dtype=jnp.float32)
     run("mosaic_w8a8_ws", s8w, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
   if "mosaic_w8a8" in paths:
-    cfg = configs.get("w8a8", hopper_w8a8.DEFAULT)
+    cfg = configs.get("w8a8", hopper_w8a8.SINGLE_WG)
     def s8(c):
       return [dev(s[0], s[2], s[1], s[3], s[4]) for s in sets_int(8, c)]
     f = lambda x, xs, w, ws, b: hopper_w8a8.w8a8_matmul(x, xs, w, ws, b, gelu=gelu, out_dtype=out_dtype,
@@ -262,7 +262,7 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
 
 
 def _parse_cfg(kind, s):
-  base = {"w4a4": hopper_w4a4.DEFAULT, "w8a8": hopper_w8a8.DEFAULT,
+  base = {"w4a4": hopper_w4a4.FUSED, "w8a8": hopper_w8a8.SINGLE_WG,
           "w4a16": hopper_w4a16.DEFAULT, "w4a4_ws": hopper_w8a8.WSConfig(),
           "w8a8_ws": hopper_w8a8.WSConfig(num_stages=3)}[kind]
   kv = {}

@@ -48,15 +48,15 @@ def _check(out, ref, out_dtype):
 @pytest.mark.parametrize("m,n,k", [(200, 1024, 1024), (32, 3072, 1024), (3072, 1024, 4096)])
 @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize("gelu", [False, True])
-@pytest.mark.parametrize("prepass", [0, 1])
-def test_w4a4(m, n, k, out_dtype, gelu, prepass):
+@pytest.mark.parametrize("variant", ["default_ws", "fused", "prepass"])
+def test_w4a4(m, n, k, out_dtype, gelu, variant):
   rng = np.random.default_rng()
   xq, wq = _ints(rng, (m, k), 4), _ints(rng, (n, k), 4)
   xs = rng.uniform(0.5, 2, m).astype(np.float32) / 8
   ws = rng.uniform(0.5, 2, n).astype(np.float32) / 8
   b = rng.normal(size=n).astype(np.float32)
   xp, wp = pack_int4_np(xq), pack_int4_np(wq)
-  cfg = hopper_w4a4.PREPASS if prepass else hopper_w4a4.DEFAULT
+  cfg = {"default_ws": hopper_w4a4.DEFAULT, "fused": hopper_w4a4.FUSED, "prepass": hopper_w4a4.PREPASS}[variant]
   out = hopper_w4a4.w4a4_matmul(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp), jnp.asarray(ws),
                                 jnp.asarray(b), gelu, out_dtype=out_dtype, config=cfg)
   assert out.shape == (m, n) and out.dtype == out_dtype
@@ -66,14 +66,16 @@ def test_w4a4(m, n, k, out_dtype, gelu, prepass):
 @pytest.mark.parametrize("m,n,k", [(200, 1024, 1024), (3072, 4096, 1024)])
 @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize("gelu", [False, True])
-def test_w8a8(m, n, k, out_dtype, gelu):
+@pytest.mark.parametrize("single_wg", [False, True])
+def test_w8a8(m, n, k, out_dtype, gelu, single_wg):
   rng = np.random.default_rng()
   xq, wq = _ints(rng, (m, k), 8), _ints(rng, (n, k), 8)
   xs = rng.uniform(0.5, 2, m).astype(np.float32) / 128
   ws = rng.uniform(0.5, 2, n).astype(np.float32) / 128
   b = rng.normal(size=n).astype(np.float32)
   out = hopper_w8a8.w8a8_matmul(jnp.asarray(xq), jnp.asarray(xs), jnp.asarray(wq), jnp.asarray(ws),
-                                jnp.asarray(b), gelu, out_dtype=out_dtype)
+                                jnp.asarray(b), gelu, out_dtype=out_dtype,
+                                config=hopper_w8a8.SINGLE_WG if single_wg else None)
   _check(out, w8a8_matmul_ref(xq, xs, wq, ws, b, gelu=gelu), out_dtype)
 
 
