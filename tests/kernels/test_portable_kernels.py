@@ -165,7 +165,7 @@ class TestInterpret(KernelCases):
 
 
 @pytest.mark.skipif(not _on_gpu(), reason=f"needs a GPU; jax.devices()[0].platform={jax.devices()[0].platform!r} "
-                    "(on a GPU machine set JAX_PLATFORMS=cuda: tests/conftest.py defaults to cpu)")
+                    "(run on a machine whose JAX sees a GPU)")
 class TestGpu(KernelCases):
   """The compiled Triton path, plus the paper's BERT GEMM shapes (K, N from h = 768 / 1024)."""
   interpret = False
