@@ -62,6 +62,8 @@ def _choose(backend: str, interpret: bool, family: str, op: str, dims, w_scale_s
     raise ValueError(f"{backend=} must be one of {BACKENDS}")
   if backend == "xla":
     return "xla"
+  if interpret and backend != "mosaic":  # interpret mode exists for the portable kernels only
+    return "triton"
   platform, cc = _device()
   if backend == "mosaic" or (backend == "auto" and platform == "gpu" and cc and cc.startswith("9.") and dims):
     ok, why = _mosaic_ok(family, op, *dims, w_scale_shape, out_dtype) if dims else (False, f"no Mosaic {op}")
