@@ -193,6 +193,7 @@ def validate(cfg: LMRunConfig) -> Plan:
 
 def _initial_params(cfg: LMRunConfig, plan: Plan, model):
   if cfg.teacher is not None:  # paper: the student starts from the FP teacher
+    # A second copy, not the teacher's arrays: the train step donates the student's buffers.
     _, params, _ = lm_task.restore_run(cfg.teacher, policy=None)
     return params
   if cfg.init != "scratch":

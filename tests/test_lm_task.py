@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax import distill
 from int4jax import lm_task
 from int4jax.data import lm
 from int4jax.models import gpt2

@@ -21,6 +21,7 @@ Where the text comes from:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
@@ -35,11 +36,13 @@ DATASETS = ("ptb", "wikitext2", "wikitext103")
 
 # Standard file names inside --data_dir, per dataset.
 _FILE_PATTERNS = {"ptb": "ptb.{split}.txt", "wikitext2": "wiki.{split}.tokens", "wikitext103": "wiki.{split}.tokens"}
-# Hugging Face hub copies: (path, config name, text column, {our split: hub split}).
+# Hugging Face hub copies: (path, config name, text column, {our split: hub split}). The WikiText configs are the
+# tokenized "-v1" ones, the same text as the wiki.*.tokens files. (Not exercised offline: no hub access here.)
+_HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 _HF_SOURCES = {
-    "ptb": ("ptb_text_only", None, "sentence", {"train": "train", "valid": "validation", "test": "test"}),
-    "wikitext2": ("wikitext", "wikitext-2-v1", "text", {"train": "train", "valid": "validation", "test": "test"}),
-    "wikitext103": ("wikitext", "wikitext-103-v1", "text", {"train": "train", "valid": "validation", "test": "test"}),
+    "ptb": ("ptb-text-only/ptb_text_only", None, "sentence", _HF_SPLITS),
+    "wikitext2": ("Salesforce/wikitext", "wikitext-2-v1", "text", _HF_SPLITS),
+    "wikitext103": ("Salesforce/wikitext", "wikitext-103-v1", "text", _HF_SPLITS),
 }
 
 
@@ -184,11 +187,9 @@ def check_sources(dataset: str, data_dir: str | os.PathLike | None, splits: Sequ
   if data_dir:
     token_file_paths(dataset, data_dir, splits)
     return
-  try:
-    import datasets  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as e:
+  if importlib.util.find_spec("datasets") is None:
     raise ImportError(f"--dataset={dataset} without --data_dir needs the `datasets` package (absent here); pass "
-                      f"--data_dir with {_FILE_PATTERNS[dataset].format(split='{train,valid,test}')}") from e
+                      f"--data_dir with {_FILE_PATTERNS[dataset].format(split='{train,valid,test}')}")
 
 
 def load_corpus(dataset: str, tokenizer: Any, *, data_dir: str | os.PathLike | None = None,

@@ -120,3 +120,19 @@ def test_gpt2_bpe_encodes_lines_with_newline_token():
   tok = transformers.GPT2TokenizerFast(vocab=str(path / "encoder.json"), merges=str(path / "vocab.bpe"))
   ids = lm.encode_lines([" hello world \n", " the end \n"], tok)
   assert ids.dtype == np.int32 and list(ids).count(198) == 2
+
+
+def test_hub_path_needs_datasets(monkeypatch):
+  real = lm.importlib.util.find_spec
+  monkeypatch.setattr(lm.importlib.util, "find_spec", lambda name: None if name == "datasets" else real(name))
+  with pytest.raises(ImportError, match="--data_dir"):
+    lm.check_sources("wikitext103", None)
+
+
+@pytest.mark.skipif(not (SHARED / "ptb" / "ptb.valid.txt").is_file(), reason="../shared/data absent")
+def test_real_ptb_valid_blocks():
+  from int4jax import tokenizers
+  corpus = lm.load_corpus("ptb", tokenizers.load_tokenizer(SHARED / "tokenizers" / "gpt2"), data_dir=SHARED / "ptb",
+                          splits=("valid",))
+  assert corpus.num_tokens() == {"valid": 92830}   # the count results/lm_ptb.md evaluates on
+  assert lm.eval_split(corpus.ids["valid"], 512).input_ids.shape == (181, 512)
