@@ -2,7 +2,7 @@
 
 Computes ``out[m, n] = epilogue(sum_k x[m, k] * w[n, k])`` with exact int32 accumulation on the
 int8 tensor cores (wgmma s8 x s8 -> s32), then in registers
-``acc * x_scale[m] * w_scale[n] + bias[n]``, optional GELU (erf), cast to bf16 or f32.
+``acc * x_scale[m] * w_scale[n] + bias[n]``, optional GELU (erf), cast to bf16.
 
 Layout: ``x`` int8 ``[M, K]`` and ``w`` int8 ``[N, K]`` (weights stored (N, K), K contiguous: wgmma
 wants 8-bit operands K-major, and this is the layout XLA's int8 path also needs).  For W4A4 the same
@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from jax import lax
 import jax.experimental.pallas as pl
 import jax.experimental.pallas.mosaic_gpu as plgpu
+
+from kernels_pallas.common import gelu_erf_f32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +58,16 @@ def can_use(m: int, n: int, k: int, *, w_scale_shape=None, out_dtype=jnp.bfloat1
   if w_scale_shape is not None and len(w_scale_shape) != 1:
     return False  # per-group weight scales: not in the integer-accumulating kernel
   config = config or DEFAULT
+  # bf16 output only: the epilogue stages the output tile in SMEM, and an f32 tile overflows the 227 KiB of
+  # SMEM beside the operand pipeline (seen on the H100: 262208 > 232448 bytes); f32 goes to the Triton path.
   return (n % config.block_n == 0 and k % config.block_k == 0 and m >= 1
-          and jnp.dtype(out_dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)))
+          and jnp.dtype(out_dtype) == jnp.dtype(jnp.bfloat16))
+
+
+def _check_out_dtype(out_dtype):
+  if jnp.dtype(out_dtype) != jnp.dtype(jnp.bfloat16):
+    raise ValueError(f"{out_dtype=}: the Hopper int GEMMs write bf16 only (an f32 output tile does not fit in "
+                     "SMEM beside the pipeline); use the dispatcher, which sends f32 to the Triton path")
 
 
 def _swizzle(ncols: int, dtype, role: str) -> tuple[int, int]:
@@ -73,6 +83,7 @@ def _transforms(ncols, dtype, role):
 
 def int_gemm(x, w, x_scale, w_scale, bias, *, gelu: bool, out_dtype, config: Config = SINGLE_WG):
   """x: int8|int4 [M, K]; w: int8|int4 [N, K]; x_scale [M] f32; w_scale [N] f32; bias [N] or None."""
+  _check_out_dtype(out_dtype)
   m, k = x.shape
   n, k2 = w.shape
   cfg = config
@@ -153,7 +164,7 @@ def int_gemm(x, w, x_scale, w_scale, bias, *, gelu: bool, out_dtype, config: Con
     y = acc.astype(jnp.float32) * lax.broadcast_in_dim(xs, (bm, bn), [0])
     y = y * lax.broadcast_in_dim(ws, (bm, bn), [1]) + lax.broadcast_in_dim(bb, (bm, bn), [1])
     if gelu:
-      y = 0.5 * y * (1.0 + lax.erf(y * 0.7071067811865476))
+      y = gelu_erf_f32(y)  # no math.erf layout rule in Mosaic GPU
     o_smem[...] = y.astype(out_dtype)
     plgpu.commit_smem()
     plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)])
@@ -211,6 +222,7 @@ class WSConfig:
 
 def int_gemm_ws(x, w, x_scale, w_scale, bias, *, gelu: bool, out_dtype, config: WSConfig = WSConfig()):
   """Same contract as int_gemm; x int8|int4 (int4: cast to int8 in registers, wgmma A), w int8 (SMEM)."""
+  _check_out_dtype(out_dtype)
   m, k = x.shape
   n, _ = w.shape
   bm, bn, bk = config.block_m, config.block_n, config.block_k
@@ -268,7 +280,7 @@ def int_gemm_ws(x, w, x_scale, w_scale, bias, *, gelu: bool, out_dtype, config: 
             y = acc.astype(jnp.float32) * lax.broadcast_in_dim(xs, (bm, bn), [0])
             y = y * lax.broadcast_in_dim(ws, (bm, bn), [1]) + lax.broadcast_in_dim(bb, (bm, bn), [1])
             if gelu:
-              y = 0.5 * y * (1.0 + lax.erf(y * 0.7071067811865476))
+              y = gelu_erf_f32(y)  # no math.erf layout rule in Mosaic GPU
             plgpu.wait_smem_to_gmem(0, wait_read_only=True)
             o_smem[wg] = y.astype(out_dtype)
             plgpu.commit_smem()
