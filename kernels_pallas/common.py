@@ -61,6 +61,20 @@ def group_size_of(w_scale_shape: tuple[int, ...], n: int, k: int) -> tuple[int, 
   return k // w_scale_shape[1], True
 
 
+def check_epilogue(m: int, n: int, k: int, w_scale, bias, out_dtype, config, *, min_block_k: int):
+  """Shared checks of the GEMM epilogue operands and the tile config; returns (group_size, grouped, config)."""
+  group_size, grouped = group_size_of(w_scale.shape, n, k)
+  if bias is not None and bias.shape != (n,):
+    raise ValueError(f"bias.shape={bias.shape} must be ({n},)")
+  if jnp.dtype(out_dtype) not in OUT_DTYPES:
+    raise ValueError(f"out_dtype={jnp.dtype(out_dtype)} must be bfloat16 or float32")
+  if m == 0:
+    raise ValueError(f"{m=} must be positive")
+  config = config or default_config(m, n, k, group_size, min_block_k=min_block_k)
+  check_config(config, n=n, k=k, group_size=group_size, min_block_k=min_block_k)
+  return group_size, grouped, config
+
+
 def check_config(cfg: MatmulConfig, *, n: int, k: int, group_size: int, min_block_k: int = 32) -> None:
   """Raises ValueError naming the first constraint the shape breaks for this tile schedule."""
   block_n, block_k = cfg.block_n, cfg.block_k

@@ -74,15 +74,7 @@ def check_w4a16(x, w_packed, w_scale, bias, out_dtype, *, config: MatmulConfig |
   n, kh = w_packed.shape
   if 2 * kh != k:
     raise ValueError(f"w_packed.shape={w_packed.shape} must be ({n}, {k // 2}) for x.shape={x.shape}")
-  group_size, grouped = common.group_size_of(w_scale.shape, n, k)
-  if bias is not None and bias.shape != (n,):
-    raise ValueError(f"bias.shape={bias.shape} must be ({n},)")
-  if jnp.dtype(out_dtype) not in common.OUT_DTYPES:
-    raise ValueError(f"out_dtype={jnp.dtype(out_dtype)} must be bfloat16 or float32")
-  if m == 0:
-    raise ValueError(f"{m=} must be positive")
-  config = config or common.default_config(m, n, k, group_size, min_block_k=32)
-  common.check_config(config, n=n, k=k, group_size=group_size, min_block_k=32)
+  group_size, grouped, config = common.check_epilogue(m, n, k, w_scale, bias, out_dtype, config, min_block_k=32)
   return m, n, k, group_size, grouped, config
 
 

@@ -87,15 +87,8 @@ def check_int_gemm(x, x_scale, w, w_scale, bias, out_dtype, *, packed: bool, con
   k = 2 * kx if packed else kx
   if x_scale.shape != (m,):
     raise ValueError(f"x_scale.shape={x_scale.shape} must be ({m},)")
-  group_size, grouped = common.group_size_of(w_scale.shape, n, k)
-  if bias is not None and bias.shape != (n,):
-    raise ValueError(f"bias.shape={bias.shape} must be ({n},)")
-  if jnp.dtype(out_dtype) not in common.OUT_DTYPES:
-    raise ValueError(f"out_dtype={jnp.dtype(out_dtype)} must be bfloat16 or float32")
-  if m == 0:
-    raise ValueError(f"{m=} must be positive")
-  config = config or common.default_config(m, n, k, group_size, min_block_k=64 if packed else 32)
-  common.check_config(config, n=n, k=k, group_size=group_size, min_block_k=64 if packed else 32)
+  group_size, grouped, config = common.check_epilogue(m, n, k, w_scale, bias, out_dtype, config,
+                                                      min_block_k=64 if packed else 32)
   return m, n, k, group_size, grouped, config
 
 

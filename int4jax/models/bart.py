@@ -41,7 +41,6 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
 
 from int4jax.layers import QDense
@@ -372,14 +371,6 @@ def _shared_names(p: str) -> tuple[str, ...]:
 HF_IGNORE = (r"(^|\.)(encoder|decoder)\.version$",)
 
 
-def _check_tied(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], source: str) -> None:
-  """Tied tensors stored under several names must be equal: this model keeps one copy."""
-  present = [n for n in names if n in tensors]
-  for n in present[1:]:
-    a, b = np.asarray(tensors[present[0]]), np.asarray(tensors[n])
-    if a.shape != b.shape or not np.array_equal(a, b):
-      raise ValueError(f"{source}: tensor {n!r} differs from {present[0]!r}; this model ties them")
-
 
 def params_from_hf(config: BartConfig, tensors: Mapping[str, np.ndarray], source: str = "checkpoint") -> dict:
   """Strictly maps HF BART tensors (BartForConditionalGeneration or BartModel layout) onto this model's params.
@@ -388,7 +379,7 @@ def params_from_hf(config: BartConfig, tensors: Mapping[str, np.ndarray], source
   under several names must all be equal (they are one tied tensor).
   """
   prefix = "model." if any(k.startswith("model.") for k in tensors) else ""
-  _check_tied(tensors, _shared_names(prefix), source)
+  hf.check_tied(tensors, _shared_names(prefix), source)
   model = BartForConditionalGeneration(config)
   ids = jnp.zeros((1, 1), jnp.int32)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, None, ids))["params"]

@@ -40,7 +40,6 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
 
 from int4jax.layers import QDense
@@ -250,19 +249,11 @@ def hf_mapping(config: GPT2Config, prefix: str = "transformer.") -> dict[str, hf
 HF_IGNORE = (r"(^|\.)h\.\d+\.attn\.bias$", r"(^|\.)h\.\d+\.attn\.masked_bias$")
 
 
-def _check_tied(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], source: str) -> None:
-  """Tied tensors stored under several names must be equal: we keep one copy."""
-  present = [n for n in names if n in tensors]
-  for n in present[1:]:
-    a, b = np.asarray(tensors[present[0]]), np.asarray(tensors[n])
-    if a.shape != b.shape or not np.array_equal(a, b):
-      raise ValueError(f"{source}: tensor {n!r} differs from {present[0]!r}; this model ties them")
-
 
 def params_from_hf(config: GPT2Config, tensors: Mapping[str, np.ndarray], source: str = "checkpoint") -> dict:
   """Strictly maps HF GPT-2 tensors (GPT2LMHeadModel or GPT2Model layout) onto this model's params."""
   prefix = "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
-  _check_tied(tensors, (prefix + "wte.weight", "lm_head.weight"), source)
+  hf.check_tied(tensors, (prefix + "wte.weight", "lm_head.weight"), source)
   model = GPT2LMHeadModel(config)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
   return hf.assign_params(shapes, hf_mapping(config, prefix), tensors, ignore=HF_IGNORE, source=source)

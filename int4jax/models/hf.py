@@ -276,3 +276,12 @@ def load_pretrained(path_or_name, **kwargs):
   """Same as `int4jax.models.registry.load_pretrained` (kept here as the architecture doc names it)."""
   from int4jax.models import registry  # pylint: disable=g-import-not-at-top
   return registry.load_pretrained(path_or_name, **kwargs)
+
+
+def check_tied(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], source: str) -> None:
+  """Tied tensors stored under several names must be equal: the Flax models keep one copy."""
+  present = [n for n in names if n in tensors]
+  for n in present[1:]:
+    a, b = np.asarray(tensors[present[0]]), np.asarray(tensors[n])
+    if a.shape != b.shape or not np.array_equal(a, b):
+      raise ValueError(f"{source}: tensor {n!r} differs from {present[0]!r}; this model ties them")

@@ -1,6 +1,5 @@
 """GLUE readers (TSV and saved `datasets`), tokenization, batch sources and the synthetic task."""
 
-import os
 
 import numpy as np
 import pytest

@@ -10,7 +10,6 @@ in SMEM): f32 must be refused by can_use and raise in the wrapper, so the dispat
 import numpy as np
 import pytest
 
-import jax
 import jax.numpy as jnp
 
 from kernels_pallas import hopper_w4a4, hopper_w4a16, hopper_w8a8
