@@ -156,7 +156,8 @@ def positional_nll(model: nn.Module, params, batches) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Run directories: what experiments/lm.py stores in checkpoint metadata, and how analysis/generation rebuild a model.
+# Run directories: what int4jax/lm_pipeline.py stores in checkpoint metadata, and how analysis/generation rebuild a
+# model.
 
 _NOT_SERIALIZED = ("policy", "dtype")
 

@@ -12,6 +12,7 @@ import pytest
 
 from experiments import generate as generate_lib
 from experiments import lm
+from int4jax import lm_pipeline
 from int4jax.models import gpt2
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -144,7 +145,7 @@ def test_cached_greedy_decoding_matches_full_forward():
 def base_config(tmp_path, **kw):
   data = write_ptb(tmp_path / "data")
   tok = write_tokenizer(tmp_path / "tok")
-  return lm.LMRunConfig(workdir=str(tmp_path / "run"), model="gpt2_tiny", data_dir=data, tokenizer=tok,
+  return lm_pipeline.LMRunConfig(workdir=str(tmp_path / "run"), model="gpt2_tiny", data_dir=data, tokenizer=tok,
                         block_size=32, **kw)
 
 
@@ -152,12 +153,12 @@ def test_missing_token_file(tmp_path):
   cfg = base_config(tmp_path)
   os.remove(os.path.join(cfg.data_dir, "ptb.valid.txt"))
   with pytest.raises(FileNotFoundError, match=r"ptb\.valid\.txt"):
-    lm.validate(cfg)
+    lm_pipeline.validate(cfg)
 
 
 def test_block_size_larger_than_positions(tmp_path):
   with pytest.raises(ValueError, match=r"--block_size=128 is larger .* 64"):
-    lm.validate(dataclasses.replace(base_config(tmp_path), block_size=128))
+    lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), block_size=128))
 
 
 def test_tokenizer_vocab_must_match_checkpoint(tmp_path):
@@ -166,23 +167,23 @@ def test_tokenizer_vocab_must_match_checkpoint(tmp_path):
   (ckpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 300, "n_positions": 64,
                                                 "n_embd": 32, "n_layer": 2, "n_head": 4}))
   with pytest.raises(ValueError, match=r"257 tokens but the checkpoint .* vocab_size 300"):
-    lm.validate(dataclasses.replace(base_config(tmp_path), init=str(ckpt)))
+    lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), init=str(ckpt)))
 
 
 def test_tokenizer_vocab_must_match_teacher(runs, tmp_path):
-  cfg = lm.LMRunConfig(workdir=str(tmp_path / "s"), data_dir=runs["data"], teacher=str(runs["root"] / "fp"),
+  cfg = lm_pipeline.LMRunConfig(workdir=str(tmp_path / "s"), data_dir=runs["data"], teacher=str(runs["root"] / "fp"),
                        tokenizer=write_tokenizer(tmp_path / "tok2", extra_tokens=3), block_size=32, bits="w4a4")
   with pytest.raises(ValueError, match="260 tokens but the teacher"):
-    lm.validate(cfg)
+    lm_pipeline.validate(cfg)
 
 
 def test_flag_errors(tmp_path):
   with pytest.raises(ValueError, match="--teacher"):
-    lm.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", loss_terms=("gt", "logit")))
+    lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", loss_terms=("gt", "logit")))
   with pytest.raises(ValueError, match="--eval_stride"):
-    lm.validate(dataclasses.replace(base_config(tmp_path), eval_stride=64))
+    lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), eval_stride=64))
   with pytest.raises(ValueError, match="--weight_clip"):
     lm.parse_clip("1", "weight_clip")
   assert lm.parse_clip("none", "act_clip") is None and lm.parse_clip("-1,1", "x") == (-1.0, 1.0)
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
-    lm.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", teacher=str(tmp_path / "nothing")))
+    lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", teacher=str(tmp_path / "nothing")))
