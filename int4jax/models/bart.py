@@ -28,8 +28,10 @@ Calling:
     out, mut = model.apply({"params": p, "cache": cache}, decoder_input_ids, enc.last_hidden_state, attention_mask,
                            decode=True, mutable=["cache"], method=model.decode)
 In decode mode each call appends its tokens to the self-attention cache (positions continue from the cache index;
-`decoder_attention_mask` covers only this call's tokens and is remembered); cross-attention reads the encoder output
-passed in (the shared attention module recomputes its K/V each step).
+`decoder_attention_mask` covers only this call's tokens and is remembered). Cross-attention projects the encoder
+output to K/V once, in the first decode call on a fresh cache, and stores them in the cache ("cached_cross_key",
+"cached_cross_value" under each layer's encoder_attn); later calls reuse them (attention.py's docstring). Pass the
+same encoder output (and source mask) to every call: a cache belongs to one source batch.
 """
 from __future__ import annotations
 
@@ -160,7 +162,8 @@ class BartLayer(nn.Module):
     x = _layer_norm(c, "self_attn_layer_norm")(x + drop(a))
     cross_scores = cross_probs = None
     if self.is_decoder:
-      a, cross_scores, cross_probs = _attention(c, heads, False, "encoder_attn")(x, enc, mask=cross_mask, **want)
+      a, cross_scores, cross_probs = _attention(c, heads, False, "encoder_attn")(
+          x, enc, mask=cross_mask, decode=decode, **want)
       x = _layer_norm(c, "encoder_attn_layer_norm")(x + drop(a))
     h = ACTIVATIONS[c.activation_function](QDense(ffn_dim, policy=c.policy, gemm="ffn_in", dtype=c.dtype,
                                                   name="fc1")(x))
@@ -290,7 +293,11 @@ class BartForConditionalGeneration(nn.Module):
 
 
 def init_cache(model: BartForConditionalGeneration, batch: int, max_len: int) -> dict:
-  """Zeroed decoder "cache" collection for up to `max_len` target tokens (shapes only: no forward pass is run)."""
+  """Zeroed decoder "cache" collection for up to `max_len` target tokens (shapes only: no forward pass is run).
+
+  It holds the self-attention caches only: the cross-attention K/V are added by the first decode call (their length
+  is the source length), so a jitted step compiles once for that call and once for the later ones.
+  """
   c = model.config
   ids = jnp.zeros((batch, max_len), jnp.int32)
   enc = jnp.zeros((batch, 1, c.d_model), c.dtype)

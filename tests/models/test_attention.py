@@ -55,3 +55,27 @@ def test_cross_attention_with_fused_projection_is_an_error():
   x = jnp.ones((1, 3, 8))
   with pytest.raises(ValueError, match="fused qkv"):
     mha.init(jax.random.PRNGKey(0), x, kv=x)
+
+
+def test_cross_attention_decode_projects_kv_once_and_reads_the_cache():
+  b, t, s, d = 2, 5, 7, 16
+  mha = MultiHeadAttention(num_heads=4, head_dim=4)
+  kx, ke = jax.random.split(jax.random.PRNGKey(np.random.randint(1 << 30)))
+  x, enc = jax.random.normal(kx, (b, t, d)), jax.random.normal(ke, (b, s, d))
+  mask = padding_mask(jnp.array([[1] * s, [1] * 4 + [0] * (s - 4)]))
+  params = mha.init(jax.random.PRNGKey(0), x, enc)["params"]
+  full, _, _ = mha.apply({"params": params}, x, enc, mask)
+  # the decode-mode init allocates nothing for cross-attention (its kv is a placeholder of any length)
+  assert "cache" not in mha.init(jax.random.PRNGKey(0), x, enc[:, :1], decode=True)
+  (out, _, _), mut = mha.apply({"params": params}, x[:, :2], enc, mask, decode=True, mutable=["cache"])
+  cache = mut["cache"]
+  assert cache["cached_cross_key"].shape == cache["cached_cross_value"].shape == (b, s, 4, 4)
+  outs = [out]
+  for i in range(2, t):   # later calls read the cached K/V: a zeroed encoder output changes nothing
+    (out, _, _), mut = mha.apply({"params": params, "cache": cache}, x[:, i:i + 1], jnp.zeros_like(enc), mask,
+                                 decode=True, mutable=["cache"])
+    cache = mut["cache"]
+    outs.append(out)
+  np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=ATOL)
+  with pytest.raises(ValueError, match="start a new cache"):
+    mha.apply({"params": params, "cache": cache}, x[:, :1], enc[:, :3], None, decode=True, mutable=["cache"])

@@ -2,12 +2,13 @@
 import dataclasses
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax.layers import QUANT_TAPS
+from int4jax.layers import QUANT_TAPS, QDense
 from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import bart
 from int4jax.policy import make_policy
@@ -141,6 +142,50 @@ def test_cache_with_prefill_and_padding(loaded):
     logits.append(out.logits)
   assert int(mut["cache"]["decoder"]["index"]) == tgt.shape[1]
   valid = tgt_mask.astype(bool)
+  assert _max_diff(np.concatenate(logits, 1)[valid], full[valid]) <= REF_TOL
+
+
+def test_cross_attention_kv_projected_only_in_the_first_decode_call(loaded):
+  """The encoder_attn k_proj/v_proj run in the first decode call only; later calls read the cached K/V."""
+  model, params = loaded
+  src, src_mask, tgt, tgt_mask = _batch()
+  enc = model.apply({"params": params}, src, src_mask, method=model.encode).last_hidden_state
+  cache = bart.init_cache(model, 3, max_len=10)
+  assert not any("cross" in k for k in flax.traverse_util.flatten_dict(cache, sep="/"))
+  calls = []
+
+  def count_kv_projections(next_fun, args, kwargs, context):
+    m = context.module
+    if context.method_name == "__call__" and isinstance(m, QDense) and m.name in ("k_proj", "v_proj"):
+      calls.append("/".join(m.scope.path))
+    return next_fun(*args, **kwargs)
+
+  def step(cache, x, m):   # not jitted: the interceptor sees every call, not only traces
+    calls.clear()
+    with nn.intercept_methods(count_kv_projections):
+      out, mut = model.apply({"params": params, "cache": cache}, x, enc, src_mask, m, decode=True,
+                             mutable=["cache"], method=model.decode)
+    return out, mut["cache"], sorted(calls)
+
+  proj = lambda attn: sorted(f"decoder/layers_{i}/{attn}/{p}" for i in range(2) for p in ("k_proj", "v_proj"))
+  out, cache, first = step(cache, tgt[:, :3], tgt_mask[:, :3])
+  assert first == sorted(proj("self_attn") + proj("encoder_attn"))
+  cross = cache["decoder"]["layers_0"]["encoder_attn"]
+  assert cross["cached_cross_key"].shape == cross["cached_cross_value"].shape == (3, 11, 4, 8)
+  logits = [out.logits]
+  for t in range(3, 5):
+    out, cache, later = step(cache, tgt[:, t:t + 1], tgt_mask[:, t:t + 1])
+    assert later == proj("self_attn"), "cross-attention K/V recomputed after the first decode call"
+    logits.append(out.logits)
+  # The traced later step has 4 fewer GEMMs (dot_generals) than the first, which also projects the cross K/V.
+  n_dots = lambda c, x, m: str(jax.make_jaxpr(lambda c: model.apply(
+      {"params": params, "cache": c}, x, enc, src_mask, m, decode=True, mutable=["cache"],
+      method=model.decode))(c)).count("dot_general")
+  fresh = bart.init_cache(model, 3, max_len=10)
+  one, ones = tgt[:, 5:6], tgt_mask[:, 5:6]
+  assert n_dots(fresh, one, ones) - n_dots(cache, one, ones) == 2 * 2
+  full = np.asarray(model.apply({"params": params}, src, src_mask, tgt, tgt_mask).logits)[:, :5]
+  valid = tgt_mask[:, :5].astype(bool)
   assert _max_diff(np.concatenate(logits, 1)[valid], full[valid]) <= REF_TOL
 
 
