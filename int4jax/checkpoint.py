@@ -41,6 +41,18 @@ def latest_step(directory: str) -> int | None:
     return mngr.latest_step()
 
 
+def delete_after(directory: str, step: int) -> list[int]:
+  """Deletes the checkpoints in `directory` saved after `step` (left by a run killed before its next latest/);
+  returns their steps."""
+  if not os.path.isdir(directory):
+    return []
+  with _manager(directory) as mngr:
+    later = [s for s in mngr.all_steps() if s > step]
+    for s in later:
+      mngr.delete(s)
+  return later
+
+
 def read_metadata(directory: str) -> dict[str, Any]:
   """The JSON metadata of the checkpoint in `directory` (latest/ or best/). FileNotFoundError if none."""
   step = latest_step(directory)

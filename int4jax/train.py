@@ -278,6 +278,7 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
   teacher_params = None if teacher_params is None else replicate(teacher_params, mesh)
 
   best_value, best_metrics, best_step, wall_before = None, None, None, 0.0
+  meta = {}
   if checkpoint.latest_step(latest_dir) is not None:
     restored, meta = checkpoint.restore(latest_dir, {"state": state})
     state = restored["state"]
@@ -285,9 +286,14 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
     _truncate_metrics(metrics_path, int(state.step))
     logging.info("resumed from %s at step %d", latest_dir, int(state.step))
     print(f"resuming from step {int(state.step)} ({latest_dir})", flush=True)
-  if checkpoint.latest_step(best_dir) is not None:
-    best_meta = checkpoint.read_metadata(best_dir)
-    best_value, best_metrics, best_step = best_meta["metric"], best_meta["metrics"], best_meta["step"]
+  # A kill can leave best/ ahead of latest/ (when latest/ is saved less often than evaluations run). Those
+  # evaluations are redone deterministically, so drop their best/ and take the running best as it stood at
+  # latest/'s step; otherwise the re-run would compare against a best from its own future.
+  dropped = checkpoint.delete_after(best_dir, int(state.step))
+  if dropped:
+    logging.info("dropped best/ checkpoints %s saved after the resume step %d", dropped, int(state.step))
+  if meta.get("best") is not None:
+    best_value, best_metrics, best_step = meta["best"]["value"], meta["best"]["metrics"], meta["best"]["step"]
 
   step_fn = jax.jit(functools.partial(train_step, task=task, tx=tx, schedule=schedule,
                                       compute_dtype=config.compute_dtype), donate_argnums=(0,))
@@ -300,9 +306,10 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
 
   def save_latest(step, last_metrics):
     pos = train.position(step) if hasattr(train, "position") else None
+    best = None if best_value is None else {"value": best_value, "metrics": best_metrics, "step": best_step}
     checkpoint.save(latest_dir, step, {"state": state}, dict(
         base_meta, step=step, data_position={"step": step, "epoch_batch": pos},
-        metrics=last_metrics, train_wall_s=wall_before + time.time() - t_start))
+        metrics=last_metrics, best=best, train_wall_s=wall_before + time.time() - t_start))
 
   start = int(state.step)
   first_step_this_run = start
@@ -338,11 +345,13 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
                                    f"best_{task.metric_name}": best_value})
       bar.write(f"step {done}: {task.metric_name}={value:.4f} (best {best_value:.4f} at step {best_step})")
     ckpt_every = config.checkpoint_every_steps
-    if evaluate_now if ckpt_every is None else (done % ckpt_every == 0 or done == config.num_train_steps):
+    saved_now = evaluate_now if ckpt_every is None else (done % ckpt_every == 0 or done == config.num_train_steps)
+    if saved_now:
       save_latest(done, last_metrics)
     if max_steps_this_run is not None and done - first_step_this_run >= max_steps_this_run:
       if done < config.num_train_steps:
-        save_latest(done, last_metrics)
+        if not saved_now:  # saving the same step twice raises orbax's StepAlreadyExistsError
+          save_latest(done, last_metrics)
         bar.close()
         print(f"stopping after {max_steps_this_run} steps at step {done} (checkpoint saved)", flush=True)
         return {"interrupted": True, "step": done}

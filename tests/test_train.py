@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,28 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
   b, _ = checkpoint.restore(str(tmp_path / "cut" / "checkpoints" / "latest"), target)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert int(b["state"].step) == 12
+
+
+def test_resume_when_best_is_ahead_of_latest(tmp_path):
+  # latest/ every 8 steps, evaluations every 4: a kill just before the step-16 latest/ save leaves best/ (saved at
+  # an evaluation after step 8) ahead of latest/. Simulate that kill: keep a copy of latest/ at step 8, finish the
+  # run, then put the step-8 latest/ back.
+  full = run(tmp_path / "full", num_steps=16, checkpoint_every_steps=8)
+  latest_dir = tmp_path / "cut" / "checkpoints" / "latest"
+  run(tmp_path / "cut", num_steps=16, checkpoint_every_steps=8, max_steps_this_run=8)
+  shutil.copytree(latest_dir, tmp_path / "latest_at_8")
+  run(tmp_path / "cut", num_steps=16, checkpoint_every_steps=8)
+  shutil.rmtree(latest_dir)
+  shutil.copytree(tmp_path / "latest_at_8", latest_dir)
+  assert checkpoint.latest_step(str(latest_dir)) == 8
+  best_step = checkpoint.latest_step(str(tmp_path / "cut" / "checkpoints" / "best"))
+  assert best_step > 8, f"precondition: the toy run must improve after step 8 (best at {best_step})"
+  resumed = run(tmp_path / "cut", num_steps=16, checkpoint_every_steps=8)
+  assert resumed["steps_this_run"] == 8
+  # the running best in every re-done evaluation row is the uninterrupted run's, and so is the final best/
+  assert eval_rows(tmp_path / "cut") == eval_rows(tmp_path / "full")
+  assert resumed["best"] == full["best"] and resumed["best_step"] == full["best_step"]
+  jax.tree.map(np.testing.assert_array_equal, read_params(tmp_path / "cut")[0], read_params(tmp_path / "full")[0])
 
 
 def test_kill_between_checkpoints_truncates_metrics(tmp_path):
