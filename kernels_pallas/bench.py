@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -181,36 +182,20 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
     f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.bfloat16)
     r = lambda x, w: np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
     run("xla_fp8", f_sets, f, r, m * k + n * k + 2 * m * n, 1e-2)
-  if "mosaic_w4a4" in paths:
-    cfg = configs.get("w4a4", hopper_w4a4.FUSED)
+  # The three W4A4 variants share inputs, reference and byte count; they differ in entry point and config.
+  w4a4_variants = (("mosaic_w4a4", hopper_w4a4.w4a4_matmul, configs.get("w4a4", hopper_w4a4.FUSED)),
+                   ("mosaic_w4a4_pp", hopper_w4a4.w4a4_matmul, hopper_w4a4.PREPASS),
+                   ("mosaic_w4a4_ws", hopper_w4a4.w4a4_matmul_ws, configs.get("w4a4_ws", hopper_w8a8.WSConfig())))
+  for name, entry, cfg in w4a4_variants:
+    if name not in paths:
+      continue
     def s4(c):
       return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
-    f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul(xp, xs, wp, ws, b, gelu=gelu,
-                                                          out_dtype=out_dtype, config=cfg)
+    f = functools.partial(entry, gelu=gelu, out_dtype=out_dtype, config=cfg)
     r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
                                                        jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
                                                        out_dtype=jnp.float32)
-    run("mosaic_w4a4", s4, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
-  if "mosaic_w4a4_pp" in paths:
-    cfg = hopper_w4a4.PREPASS
-    def s4p(c):
-      return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
-    f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul(xp, xs, wp, ws, b, gelu=gelu,
-                                                          out_dtype=out_dtype, config=cfg)
-    r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
-                                                       jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
-                                                       out_dtype=jnp.float32)
-    run("mosaic_w4a4_pp", s4p, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
-  if "mosaic_w4a4_ws" in paths:
-    cfg = configs.get("w4a4_ws", hopper_w8a8.WSConfig())
-    def s4w(c):
-      return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
-    f = lambda xp, xs, wp, ws, b: hopper_w4a4.w4a4_matmul_ws(xp, xs, wp, ws, b, gelu=gelu,
-                                                             out_dtype=out_dtype, config=cfg)
-    r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
-                                                       jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
-                                                       out_dtype=jnp.float32)
-    run("mosaic_w4a4_ws", s4w, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
+    run(name, s4, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
   if "mosaic_w8a8_ws" in paths:
     cfg = configs.get("w8a8_ws", hopper_w8a8.WSConfig(num_stages=3))
     def s8w(c):
