@@ -196,26 +196,20 @@ def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfl
                                                        jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
                                                        out_dtype=jnp.float32)
     run(name, s4, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
-  if "mosaic_w8a8_ws" in paths:
-    cfg = configs.get("w8a8_ws", hopper_w8a8.WSConfig(num_stages=3))
-    def s8w(c):
-      return [dev(s[0], s[2], s[1], s[3], s[4]) for s in sets_int(8, c)]
-    f = lambda x, xs, w, ws, b: hopper_w8a8.w8a8_matmul_ws(x, xs, w, ws, b, gelu=gelu, out_dtype=out_dtype,
-                                                           config=cfg)
-    r = lambda x, xs, w, ws, b: hopper_w8a8.reference(jnp.asarray(x), jnp.asarray(xs), jnp.asarray(w),
-                                                     jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
-                                                     out_dtype=jnp.float32)
-    run("mosaic_w8a8_ws", s8w, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
-  if "mosaic_w8a8" in paths:
-    cfg = configs.get("w8a8", hopper_w8a8.SINGLE_WG)
+  # The two W8A8 variants share inputs, reference and byte count; they differ in entry point and config.
+  w8a8_variants = (("mosaic_w8a8_ws", hopper_w8a8.w8a8_matmul_ws,
+                    configs.get("w8a8_ws", hopper_w8a8.WSConfig(num_stages=3))),
+                   ("mosaic_w8a8", hopper_w8a8.w8a8_matmul, configs.get("w8a8", hopper_w8a8.SINGLE_WG)))
+  for name, entry, cfg in w8a8_variants:
+    if name not in paths:
+      continue
     def s8(c):
       return [dev(s[0], s[2], s[1], s[3], s[4]) for s in sets_int(8, c)]
-    f = lambda x, xs, w, ws, b: hopper_w8a8.w8a8_matmul(x, xs, w, ws, b, gelu=gelu, out_dtype=out_dtype,
-                                                        config=cfg)
+    f = functools.partial(entry, gelu=gelu, out_dtype=out_dtype, config=cfg)
     r = lambda x, xs, w, ws, b: hopper_w8a8.reference(jnp.asarray(x), jnp.asarray(xs), jnp.asarray(w),
                                                      jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
                                                      out_dtype=jnp.float32)
-    run("mosaic_w8a8", s8, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
+    run(name, s8, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
   if "mosaic_w4a16" in paths and m <= hopper_w4a16.MAX_M:
     cfg = configs.get("w4a16")
     def s16(c):
