@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax import policy as policy_lib
-from int4jax import quant
+from int4jax.quant import policy as policy_lib
+from int4jax.quant import numerics as quant
 
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for weights and activations.")
 _NUM_TOKENS = flags.DEFINE_integer("num_tokens", 256, "Activation rows (batch x seq).")

@@ -36,7 +36,7 @@ from int4jax import checkpoint, distill, metrics, train
 from int4jax.data import ArrayBatchSource, eval_batches, glue as glue_data, synthetic
 from int4jax.models import registry
 from int4jax.models.outputs import Taps
-from int4jax.policy import PRESETS, make_policy
+from int4jax.quant.policy import PRESETS, make_policy
 
 SYNTHETIC = "synthetic"
 

@@ -17,8 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from int4jax import quant
-from int4jax.policy import QuantPolicy
+from int4jax.quant import numerics as quant
+from int4jax.quant.policy import QuantPolicy
 
 # Collection that QDense sows the effective (fake-quantized) operands into when a caller makes it mutable.
 # Tests and the failure analysis read it; when the collection is not mutable, `sow` is a no-op (no cost).

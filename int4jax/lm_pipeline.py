@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from int4jax import lm_task
-from int4jax import policy as policy_lib
+from int4jax.quant import policy as policy_lib
 from int4jax import train
 from int4jax.data import lm as lm_data
 from int4jax.models import gpt2

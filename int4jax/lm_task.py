@@ -31,7 +31,7 @@ from int4jax import distill
 from int4jax import metrics
 from int4jax.models import gpt2
 from int4jax.models.outputs import Taps
-from int4jax.policy import QuantPolicy
+from int4jax.quant.policy import QuantPolicy
 
 LM_LOSS_TERMS = ("gt", "logit", "att", "rep")
 PAPER_GPT2_LOSS_TERMS = ("gt", "logit", "att", "rep")   # Table C.1 bold: ClsLoss + Logit + Att* + Rep

@@ -10,7 +10,7 @@ import pytest
 from int4jax import lm_task
 from int4jax.data import lm
 from int4jax.models import gpt2
-from int4jax.policy import make_policy
+from int4jax.quant.policy import make_policy
 
 
 def tiny(policy=None, drop=0.05):

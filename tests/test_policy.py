@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from int4jax.policy import GEMM_TYPES, PRESETS, QuantPolicy, QuantRule, describe, make_policy
-from int4jax.quant import QuantSpec
+from int4jax.quant.policy import GEMM_TYPES, PRESETS, QuantPolicy, QuantRule, describe, make_policy
+from int4jax.quant.numerics import QuantSpec
 
 BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w4a16": (4, None), "w8a16": (8, None)}
 PATHS = {"qkv": "encoder/layer_3/attention/query", "attn_out": "encoder/layer_3/attention/output",

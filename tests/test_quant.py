@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from int4jax import quant
-from int4jax.quant import QuantSpec
+from int4jax.quant import formats
+from int4jax.quant import numerics as quant
+from int4jax.quant.numerics import QuantSpec
 
 GRANS = ("tensor", "channel", "group", "token")
 SHAPES = [((16,), 0), ((24,), -1), ((3, 16), -1), ((16, 3), 0), ((1, 8), 1), ((2, 8, 3), 1), ((2, 3, 24), -1),
@@ -415,28 +416,28 @@ def _sext4(n):
 
 def test_unpack_every_byte_and_repack():
   p = np.arange(256, dtype=np.uint8)
-  u = np.asarray(quant.unpack_int4(p))
+  u = np.asarray(formats.unpack_int4(p))
   assert u.dtype == np.int8 and u.shape == (512,)
   np.testing.assert_array_equal(u[0::2], _sext4(p))       # element 2i: low nibble
   np.testing.assert_array_equal(u[1::2], _sext4(p >> 4))  # element 2i+1: high nibble
-  np.testing.assert_array_equal(quant.pack_int4(u), p)
-  uu = np.asarray(quant.unpack_uint4(p))
+  np.testing.assert_array_equal(formats.pack_int4(u), p)
+  uu = np.asarray(formats.unpack_uint4(p))
   assert uu.dtype == np.uint8
   np.testing.assert_array_equal(uu[0::2], p & 0xF)
   np.testing.assert_array_equal(uu[1::2], p >> 4)
-  np.testing.assert_array_equal(quant.pack_uint4(uu), p)
+  np.testing.assert_array_equal(formats.pack_uint4(uu), p)
 
 
 def test_pack_worked_examples():
-  assert int(quant.pack_int4(np.array([-8, 7], np.int8))[0]) == 0x78
-  assert int(quant.pack_int4(np.array([1, -1], np.int32))[0]) == 0xF1
-  assert int(quant.pack_int4(np.array([7, -8], np.int64))[0]) == 0x87
-  np.testing.assert_array_equal(quant.pack_int4(np.array([[-8, -8], [7, 7]]), axis=0), [[0x78, 0x78]])
-  assert int(quant.pack_uint4(np.array([0, 15], np.uint8))[0]) == 0xF0
+  assert int(formats.pack_int4(np.array([-8, 7], np.int8))[0]) == 0x78
+  assert int(formats.pack_int4(np.array([1, -1], np.int32))[0]) == 0xF1
+  assert int(formats.pack_int4(np.array([7, -8], np.int64))[0]) == 0x87
+  np.testing.assert_array_equal(formats.pack_int4(np.array([[-8, -8], [7, 7]]), axis=0), [[0x78, 0x78]])
+  assert int(formats.pack_uint4(np.array([0, 15], np.uint8))[0]) == 0xF0
 
 
-_pack = jax.jit(quant.pack_int4, static_argnames="axis")
-_unpack = jax.jit(quant.unpack_int4, static_argnames="axis")
+_pack = jax.jit(formats.pack_int4, static_argnames="axis")
+_unpack = jax.jit(formats.unpack_int4, static_argnames="axis")
 
 
 @given(st.sampled_from([(2, 1, 1), (8, 3, 2), (4, 5, 6), (64, 2, 2), (6, 4, 2)]), st.booleans(),
@@ -455,25 +456,25 @@ def test_pack_round_trip_under_jit(dims, along_first, seed):
 
 def test_pack_boundaries_and_quantized_values(np_rng):
   q = np.array([[-8, 7, 7, -8, 0, -1, 1, 0]], np.int8)
-  np.testing.assert_array_equal(quant.unpack_int4(quant.pack_int4(q)), q)
+  np.testing.assert_array_equal(formats.unpack_int4(formats.pack_int4(q)), q)
   qt = quant.quantize(np_rng.normal(size=(768, 64)).astype(np.float32), QuantSpec(4), axis=0)
-  np.testing.assert_array_equal(quant.unpack_int4(quant.pack_int4(qt.qvalue, axis=0), axis=0), qt.qvalue)
+  np.testing.assert_array_equal(formats.unpack_int4(formats.pack_int4(qt.qvalue, axis=0), axis=0), qt.qvalue)
   qa = quant.quantize(np_rng.normal(size=(16, 768)).astype(np.float32), QuantSpec(4, False, "token"))
-  np.testing.assert_array_equal(quant.unpack_uint4(quant.pack_uint4(qa.qvalue)), qa.qvalue)
+  np.testing.assert_array_equal(formats.unpack_uint4(formats.pack_uint4(qa.qvalue)), qa.qvalue)
 
 
 def test_pack_errors():
   with pytest.raises(ValueError, match="size 3 along axis 1"):
-    quant.pack_int4(np.zeros((2, 3), np.int8))
+    formats.pack_int4(np.zeros((2, 3), np.int8))
   with pytest.raises(ValueError, match="size 5 along axis 0"):
-    jax.jit(lambda v: quant.pack_int4(v, axis=0))(np.zeros((5, 2), np.int8))
+    jax.jit(lambda v: formats.pack_int4(v, axis=0))(np.zeros((5, 2), np.int8))
   with pytest.raises(ValueError, match=r"min=-9, max=7"):
-    quant.pack_int4(np.array([-9, 7]))
+    formats.pack_int4(np.array([-9, 7]))
   with pytest.raises(ValueError, match=r"min=0, max=8"):
-    quant.pack_int4(np.array([0, 8], np.int8))
+    formats.pack_int4(np.array([0, 8], np.int8))
   with pytest.raises(ValueError, match=r"min=-1, max=3"):
-    quant.pack_uint4(np.array([-1, 3]))
+    formats.pack_uint4(np.array([-1, 3]))
   with pytest.raises(ValueError, match="integer"):
-    quant.pack_int4(np.zeros(4, np.float32))
+    formats.pack_int4(np.zeros(4, np.float32))
   with pytest.raises(ValueError, match="uint8"):
-    quant.unpack_int4(np.zeros(4, np.int8))
+    formats.unpack_int4(np.zeros(4, np.int8))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from int4jax.layers import QDense
-from int4jax.policy import QuantPolicy
+from int4jax.quant.policy import QuantPolicy
 
 
 def padding_mask(attention_mask: jax.Array) -> jax.Array:

@@ -50,7 +50,7 @@ from int4jax.models import hf
 from int4jax.models import registry
 from int4jax.models.attention import MultiHeadAttention, padding_mask, update_decode_state
 from int4jax.models.outputs import Seq2SeqOutput, Taps
-from int4jax.policy import QuantPolicy
+from int4jax.quant.policy import QuantPolicy
 
 POSITION_OFFSET = 2   # HF BartLearnedPositionalEmbedding: rows 0 and 1 are never used by positions
 

@@ -31,7 +31,7 @@ from int4jax.models import registry
 from int4jax.models.attention import MultiHeadAttention, padding_mask
 from int4jax.models.outputs import ModelOutput, Taps
 from int4jax.layers import QDense
-from int4jax.policy import QuantPolicy
+from int4jax.quant.policy import QuantPolicy
 
 _INIT = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range
 

@@ -47,7 +47,7 @@ from int4jax.models import hf
 from int4jax.models import registry
 from int4jax.models.attention import MultiHeadAttention, padding_mask, update_decode_state
 from int4jax.models.outputs import ModelOutput, Taps
-from int4jax.policy import QuantPolicy
+from int4jax.quant.policy import QuantPolicy
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from int4jax.layers import QUANT_TAPS, QDense
 from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import bart
-from int4jax.policy import make_policy
+from int4jax.quant.policy import make_policy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax import quant
+from int4jax.quant import numerics as quant
 from int4jax.layers import QUANT_TAPS
 from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import bert
-from int4jax.policy import make_policy
+from int4jax.quant.policy import make_policy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -10,7 +10,7 @@ import pytest
 from int4jax.layers import QUANT_TAPS
 from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import gpt2
-from int4jax.policy import make_policy
+from int4jax.quant.policy import make_policy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

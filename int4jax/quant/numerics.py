@@ -37,12 +37,7 @@ dequantize(quantize(x)); the tangent is the identity, or is zeroed outside the c
 `spec.clip = (lo, hi)` is set (the input is clamped to [lo, hi] before the scale is computed). Scales and zero
 points get no gradient. Works under jit, grad, vmap and forward-mode autodiff.
 
-INT4 packing layout (`pack_int4`): two 4-bit two's-complement values per uint8 along `axis`; element 2i goes to the
-LOW nibble and element 2i+1 to the HIGH nibble. Worked example: values [-8, 7] -> low nibble 0x8, high nibble 0x7
--> byte 0x78; values [1, -1] -> 0x1 | 0xF << 4 = 0xF1. `unpack_int4` sign-extends back to int8. This is the
-low-nibble-first order of most GPU int4 layouts (CUTLASS s4); DeepSpeed's `quantization_utils.h` packs the first
-element in the HIGH nibble, so byte streams from DeepSpeed must be nibble-swapped. Asymmetric 4-bit values [0, 15]
-use `pack_uint4`/`unpack_uint4`: the same nibble order, unsigned (no sign extension).
+Bit layouts (INT4 packing and later formats) live in `int4jax.quant.formats`.
 """
 from __future__ import annotations
 
@@ -266,73 +261,3 @@ def fake_quant(x: jax.Array, spec: QuantSpec, *, axis: int = -1) -> jax.Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.float32)
   return _fake_quant(x, spec, axis)
-
-
-# ----------------------------------------------------------------------------------------------------------- packing
-
-def _check_pack_input(q, axis: int, lo: int, hi: int, fn: str) -> int:
-  if not jnp.issubdtype(q.dtype, jnp.integer):
-    raise ValueError(f"{fn}: expects an integer array, got dtype {q.dtype}")
-  ndim = q.ndim
-  if not -ndim <= axis < ndim:
-    raise ValueError(f"{fn}: axis={axis} is out of range for an array of rank {ndim}")
-  axis %= ndim
-  size = q.shape[axis]
-  if size % 2:
-    raise ValueError(f"{fn}: size {size} along axis {axis} must be even (two values per byte)")
-  if _is_concrete(q) and np.size(q):
-    a = np.asarray(q)
-    mn, mx = int(a.min()), int(a.max())
-    if mn < lo or mx > hi:
-      raise ValueError(f"{fn}: values must lie in [{lo}, {hi}], got min={mn}, max={mx}")
-  return axis
-
-
-def _pack_nibbles(q: jax.Array, axis: int) -> jax.Array:
-  v = jnp.moveaxis(jnp.asarray(q).astype(jnp.int32), axis, -1)
-  v = v.reshape(v.shape[:-1] + (v.shape[-1] // 2, 2)) & 0xF
-  packed = (v[..., 0] | (v[..., 1] << 4)).astype(jnp.uint8)
-  return jnp.moveaxis(packed, -1, axis)
-
-
-def _unpack_nibbles(p: jax.Array, axis: int, signed: bool) -> jax.Array:
-  p = jnp.asarray(p)
-  if p.dtype != jnp.uint8:
-    raise ValueError(f"unpack: expects a uint8 array, got dtype {p.dtype}")
-  ndim = p.ndim
-  if not -ndim <= axis < ndim:
-    raise ValueError(f"unpack: axis={axis} is out of range for an array of rank {ndim}")
-  v = jnp.moveaxis(p.astype(jnp.int32), axis, -1)
-  nib = jnp.stack([v & 0xF, v >> 4], axis=-1)
-  if signed:
-    nib = (nib ^ 8) - 8  # sign-extend 4-bit two's complement
-  nib = nib.reshape(v.shape[:-1] + (2 * v.shape[-1],))
-  return jnp.moveaxis(nib.astype(jnp.int8 if signed else jnp.uint8), -1, axis % ndim)
-
-
-def pack_int4(q: jax.Array, *, axis: int = -1) -> jax.Array:
-  """Pack signed integers in [-8, 7] (any int dtype) two per uint8 along `axis` (size halves).
-
-  Element 2i -> low nibble, 2i+1 -> high nibble, two's complement: [-8, 7] -> 0x78. Value range is checked only
-  for concrete inputs (ValueError naming min/max); shape/dtype checks always. Jittable.
-  """
-  q = q if hasattr(q, "dtype") else np.asarray(q)
-  ax = _check_pack_input(q, axis, -8, 7, "pack_int4")
-  return _pack_nibbles(q, ax)
-
-
-def unpack_int4(p: jax.Array, *, axis: int = -1) -> jax.Array:
-  """Inverse of `pack_int4`: uint8 -> int8 in [-8, 7], size along `axis` doubles."""
-  return _unpack_nibbles(p, axis, signed=True)
-
-
-def pack_uint4(q: jax.Array, *, axis: int = -1) -> jax.Array:
-  """Pack unsigned integers in [0, 15] (asymmetric 4-bit qvalues); same nibble order as `pack_int4`."""
-  q = q if hasattr(q, "dtype") else np.asarray(q)
-  ax = _check_pack_input(q, axis, 0, 15, "pack_uint4")
-  return _pack_nibbles(q, ax)
-
-
-def unpack_uint4(p: jax.Array, *, axis: int = -1) -> jax.Array:
-  """Inverse of `pack_uint4`: uint8 -> uint8 in [0, 15]."""
-  return _unpack_nibbles(p, axis, signed=False)

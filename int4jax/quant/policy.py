@@ -16,7 +16,7 @@ import json
 import re
 from typing import Iterable
 
-from int4jax.quant import QuantSpec
+from int4jax.quant.numerics import QuantSpec
 
 GEMM_TYPES = ("qkv", "attn_out", "ffn_in", "ffn_out")
 PRESETS = ("fp32", "w8a8", "w4a8", "w4a4", "w4a16", "w8a16")

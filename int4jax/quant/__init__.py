@@ -1,0 +1,1 @@
+"""Quantization: numerics (quantizers, STE), formats (bit layouts), policy (which GEMM gets which quantizer)."""
