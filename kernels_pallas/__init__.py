@@ -1,9 +1,12 @@
 """Pallas kernels for packed-INT4 inference: W4A4 / W8A8 / W4A16 GEMMs with fused epilogues and fused token-wise
-quantization. Call them through `kernels_pallas.dispatch` (device- and shape-aware, explicit XLA fallback);
-`kernels_pallas.reference` holds the exact NumPy references; `kernels_pallas.layout` documents the packed format.
+quantization. The public entry is `kernels_pallas.ops` (measured, device- and shape-aware dispatch including XLA's
+own paths); `kernels_pallas.reference` holds one exact NumPy reference per op; `mosaic/` the Hopper kernels,
+`triton/` the portable ones; the packed layout is defined in `int4jax.quant.formats`.
 """
 
-from kernels_pallas.common import MatmulConfig
-from kernels_pallas.dispatch import quantize_rows, w4a4_matmul, w4a16_matmul, w8a8_matmul
+from kernels_pallas.ops import (PreparedWeight, prepare_weight, quantize_rows, w4a4_matmul, w4a16_matmul,
+                                w8a8_matmul)
+from kernels_pallas.triton.common import MatmulConfig
 
-__all__ = ["MatmulConfig", "quantize_rows", "w4a4_matmul", "w4a16_matmul", "w8a8_matmul"]
+__all__ = ["MatmulConfig", "PreparedWeight", "prepare_weight", "quantize_rows", "w4a4_matmul", "w4a16_matmul",
+           "w8a8_matmul"]

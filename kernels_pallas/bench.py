@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from kernels_pallas import hopper_w4a4, hopper_w4a16, hopper_w8a8
+from kernels_pallas.mosaic import w4a4 as hopper_w4a4, w4a16 as hopper_w4a16, w8a8 as hopper_w8a8
 
 L2_BYTES = 50 * 2**20
 

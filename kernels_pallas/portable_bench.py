@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels_pallas import dispatch
-from kernels_pallas.common import MatmulConfig
+from kernels_pallas import ops as dispatch
+from kernels_pallas.triton.common import MatmulConfig
 
 
 def _time(f, arg_sets, iters=20):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kernel_testlib import assert_close, fresh_rng, int4_operand, packed
-from kernels_pallas import dispatch, reference
+from kernels_pallas import ops as dispatch, reference
 from kernels_pallas.layout import pack_int4, pack_int4_np, unpack_int4, unpack_int4_np
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import jax.numpy as jnp
 
-from kernels_pallas import hopper_w4a4, hopper_w4a16, hopper_w8a8
+from kernels_pallas.mosaic import w4a4 as hopper_w4a4, w4a16 as hopper_w4a16, w8a8 as hopper_w8a8
 from kernels_pallas.reference import w4a4_matmul_ref, w4a16_matmul_ref, w8a8_matmul_ref
 from kernels_pallas.layout import pack_int4_np
 

@@ -15,10 +15,10 @@ import pytest
 from kernel_testlib import assert_close, fresh_rng, int4_operand, int8_operand, packed
 from kernels_pallas import reference
 from kernels_pallas.layout import unpack_int4_np
-from kernels_pallas.quantize_rows import quantize_rows_pallas
-from kernels_pallas.w4a4 import w4a4_matmul_pallas
-from kernels_pallas.w4a16 import w4a16_matmul_pallas
-from kernels_pallas.w8a8 import w8a8_matmul_pallas
+from kernels_pallas.triton.quantize_rows import quantize_rows_pallas
+from kernels_pallas.triton.w4a4 import w4a4_matmul_pallas
+from kernels_pallas.triton.w4a16 import w4a16_matmul_pallas
+from kernels_pallas.triton.w8a8 import w8a8_matmul_pallas
 
 M, K, N = 37, 256, 192  # M is not a multiple of any tile
 

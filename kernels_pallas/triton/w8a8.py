@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kernels_pallas.w4a4 import check_int_gemm, int_gemm_pallas, int_gemm_xla
+from kernels_pallas.triton.w4a4 import check_int_gemm, int_gemm_pallas, int_gemm_xla
 
 
 def can_use(x_q, x_scale, w_q, w_scale, bias=None, gelu=False, out_dtype=jnp.bfloat16, *, config=None):

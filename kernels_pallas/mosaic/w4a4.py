@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from kernels_pallas import hopper_w8a8 as _core
+from kernels_pallas.mosaic import w8a8 as _core
 
 Config = _core.Config
 # Fully fused (in-loop weight unpack to SMEM, 1 warpgroup): ~400 TOPS on the H100, kept for comparison.

@@ -24,7 +24,7 @@ from jax import lax
 import jax.experimental.pallas as pl
 import jax.experimental.pallas.mosaic_gpu as plgpu
 
-from kernels_pallas.common import gelu_erf_f32
+from kernels_pallas.triton.common import gelu_erf_f32
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,8 +25,8 @@ from jax import lax
 import jax.experimental.pallas as pl
 import jax.experimental.pallas.mosaic_gpu as plgpu
 
-from kernels_pallas.hopper_w4a4 import packed_to_int4, unpack_ref
-from kernels_pallas.hopper_w8a8 import _is_hopper, _transforms
+from kernels_pallas.mosaic.w4a4 import packed_to_int4, unpack_ref
+from kernels_pallas.mosaic.w8a8 import _is_hopper, _transforms
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from kernels_pallas import common
-from kernels_pallas.common import MatmulConfig
+from kernels_pallas.triton import common
+from kernels_pallas.triton.common import MatmulConfig
 from kernels_pallas.layout import unpack_int4
 
 X_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
