@@ -1,473 +1,474 @@
-"""Kernel benchmark: our INT4/INT8 GEMMs against XLA's bf16, int8, fp8 and int4-weight paths.
+"""The table of record: every path of every op against XLA's own GEMMs, on whatever GPU is there.
 
-    PYTHONPATH=. python -m kernels_pallas.bench [--quick] [--out results/kernels]
-    PYTHONPATH=. python -m kernels_pallas.bench --variant w4a16 --m 16 --n 28672 --k 8192 \
-        --cfg block_n=64,block_k=256,split_k=2,num_stages=4      # one config: check + time, one JSON line
+    PYTHONPATH=. python -m kernels_pallas.bench --out results/kernels            # everything, one command
+    PYTHONPATH=. python -m kernels_pallas.bench --out /tmp/b --quick              # 3 shapes per op (a smoke run)
 
-Timing (device side): CUPTI through ``jax.experimental.mosaic.gpu.profiler.measure`` gives the summed
-GPU time of every kernel one call launches (so wrapper pads, bitcasts and epilogue fusions count;
-host launch gaps do not). Each path is compiled and run twice to warm up, then called ``reps`` (>= 20)
-times cycling through ``n_sets`` (>= 4) independent input sets whose total size exceeds 2x the 50 MB
-L2, and the median is reported. Every path's output is checked against an exact reference first.
+The driver runs each variant (one op:path over all its shapes) in its own process under `timeout`, collects the
+JSON lines, and writes `<out>/<gpu>.json` (every measurement), `<out>/<gpu>.md` (tables, ratios, targets) and
+the dispatch table `kernels_pallas/tables/<device kind>.json` that `kernels_pallas.ops` reads ("auto" = the
+fastest path that passed the check, per op and shape).
+
+Each measurement: seeded inputs (seed recorded), one call checked element by element against the exact result
+with the epilogue bound of `kernels_pallas.reference.epilogue_bound` (integer part exact, then 1 bf16 ulp); a
+path that fails the check is recorded with its error and never enters the dispatch table. Timing: CUPTI summed
+kernel time of one call (`jax.experimental.mosaic.gpu.profiler.measure`; wrapper pads, unpack passes and epilogue
+fusions count, host gaps do not), 2 warm-up calls, then the median of `reps` calls rotating input sets that
+together exceed 2x the L2. Weights are prepared once (`ops.prepare_weight`) outside the timed call, as an engine
+would at load time; activations enter packed, as `quantize_rows` writes them.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import traceback
 
+import ml_dtypes
 import numpy as np
-import jax
-import jax.numpy as jnp
-from jax import lax
 
-from kernels_pallas.mosaic import w4a4 as hopper_w4a4, w4a16 as hopper_w4a16, w8a8 as hopper_w8a8
+BF16 = ml_dtypes.bfloat16
+L2_BYTES = 60 * 2 ** 20   # H200 (50 MB on the H100): rotation sets exceed twice this
+BERT_H = 1024
+BERT_NK = [(BERT_H, BERT_H), (3 * BERT_H, BERT_H), (4 * BERT_H, BERT_H), (BERT_H, 4 * BERT_H)]
+BERT_M = (32, 512, 3072, 12288)
+DECODE = [(m, n, k) for m in (1, 16) for (n, k) in ((4096, 4096), (28672, 8192))]
+QR_SHAPES = [(16384, 1024), (16384, 4096), (4096, 1024)]  # BERT-large 32x512 tokens; the FFN input; 8x512
 
-L2_BYTES = 50 * 2**20
-
-# ---------------------------------------------------------------- timing
-
-
-def _measure_fn():
-  try:
-    from jax.experimental.mosaic.gpu import profiler
-    return profiler.measure
-  except Exception:  # noqa: BLE001
-    return None
-
-
-def time_call(fn, arg_sets, reps=30):
-  """Median device time (µs) of fn(*args) over reps calls, rotating arg_sets; plus the method."""
-  jfn = jax.jit(fn)
-  for a in arg_sets[:2]:
-    jax.block_until_ready(jfn(*a))
-  measure = _measure_fn()
-  times = []
-  if measure is not None:
-    try:
-      m = measure(jfn)
-      for i in range(reps):
-        _, ms = m(*arg_sets[i % len(arg_sets)])
-        times.append(ms * 1e3)
-      return statistics.median(times), "cupti"
-    except Exception:  # noqa: BLE001  (no CUPTI: fall back to wall clock over a batch)
-      times = []
-  for i in range(reps):
-    a = arg_sets[i % len(arg_sets)]
-    t0 = time.perf_counter()
-    jax.block_until_ready(jfn(*a))
-    times.append((time.perf_counter() - t0) * 1e6)
-  return statistics.median(times), "wall"
-
-
-def n_sets_for(set_bytes):
-  return int(min(32, max(4, math.ceil(2 * L2_BYTES / max(set_bytes, 1)))))
-
-
-def _rand_like(key, a, bits):
-  """A fresh device array with a's shape/dtype and the same value range (for timing rotation)."""
-  dt = a.dtype
-  if dt == jnp.uint8:
-    return jax.random.randint(key, a.shape, 0, 256, jnp.int32).astype(jnp.uint8)
-  if dt in (jnp.int8, jnp.int4, jnp.float8_e4m3fn):
-    lim = 8 if bits == 4 else 128
-    return jax.random.randint(key, a.shape, -lim, lim, jnp.int32).astype(dt)
-  if dt == jnp.float32:
-    return jax.random.uniform(key, a.shape, jnp.float32, 0.5, 2.0) / 64
-  return jax.random.normal(key, a.shape, jnp.float32).astype(dt)
-
-
-def rotation_sets(first, count, bits, seed=1):
-  sets = [first]
-  for i in range(1, count):
-    keys = jax.random.split(jax.random.key(seed * 1000 + i), len(first))
-    sets.append(tuple(_rand_like(kk, a, bits) for kk, a in zip(keys, first)))
-  return sets
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def _pack(q):
-  q = np.asarray(q, np.int8).astype(np.uint8) & 0xF
-  return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
-
-
-def make_int_inputs(rng, m, n, k, bits):
-  lo, hi = (-8, 8) if bits == 4 else (-128, 128)
-  xq = rng.integers(lo, hi, (m, k), dtype=np.int8)
-  wq = rng.integers(lo, hi, (n, k), dtype=np.int8)
-  xq[0, :] = lo  # boundaries: a row of -8 (-128) and one of +7 (+127) when M allows
-  if m > 1:
-    xq[1, :] = hi - 1
-  if m > 2:
-    xq[2, :] = 0   # a zero row
-  xs = rng.uniform(0.5, 2.0, (m,)).astype(np.float32) / 64
-  ws = rng.uniform(0.5, 2.0, (n,)).astype(np.float32) / 64
-  b = rng.normal(size=(n,)).astype(np.float32)
-  return xq, wq, xs, ws, b
-
-
-# ---------------------------------------------------------------- one shape
-
-
-def rel_err(out, ref):
-  out = np.asarray(out, np.float64)
-  ref = np.asarray(ref, np.float64)
-  if not np.all(np.isfinite(out)):
-    return float("inf")
-  return float(np.max(np.abs(out - ref)) / max(np.max(np.abs(ref)), 1e-30))
-
-
-def bench_gemm(m, n, k, *, paths, reps=30, seed=0, gelu=False, out_dtype=jnp.bfloat16, configs=None):
-  """Returns {path: {us, tops, gbps, err, method} | {error}} for one (M, N, K)."""
-  rng = np.random.default_rng(seed)
-  configs = configs or {}
-  res = {}
-  # byte counts of the stored operands per path (inputs read once + output written once)
-  out_b = m * n * jnp.dtype(out_dtype).itemsize
-  flops = 2.0 * m * n * k
-
-  def run(name, build_sets, fn, ref_fn, nbytes, tol, bits=4):
-    try:
-      probe = build_sets(1)[0]
-      out = jax.jit(fn)(*probe)
-      err = rel_err(out, ref_fn(*probe))
-      if not err <= tol:
-        res[name] = {"error": f"check failed: rel err {err:.3g} > {tol}", "err": err}
-        return
-      sets = rotation_sets(probe, n_sets_for(nbytes), bits)
-      us, how = time_call(fn, sets, reps)
-      res[name] = {"us": us, "tops": flops / us / 1e6, "gbps": nbytes / us / 1e3, "err": err,
-                   "method": how, "bytes": nbytes}
-    except Exception as e:  # noqa: BLE001
-      res[name] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
-      traceback.print_exc(limit=3, file=sys.stderr)
-
-  def sets_int(bits, count):
-    out = []
-    for _ in range(count):
-      xq, wq, xs, ws, b = make_int_inputs(rng, m, n, k, bits)
-      out.append((xq, wq, xs, ws, b))
-    return out
-
-  def dev(*a):
-    return tuple(jax.device_put(v) for v in a)
-
-  # XLA bf16 (weights stored (N, K); cuBLAS handles either layout)
-  if "xla_bf16" in paths:
-    def b_sets(c):
-      return [dev(rng.normal(size=(m, k)).astype(jnp.bfloat16),
-                  rng.normal(size=(n, k)).astype(jnp.bfloat16)) for _ in range(c)]
-    f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.bfloat16)
-    r = lambda x, w: np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
-    run("xla_bf16", b_sets, f, r, 2 * (m * k + n * k) + 2 * m * n, 2e-2)
-  if "xla_int8" in paths:
-    def i_sets(c):
-      return [dev(*s[:2]) for s in sets_int(8, c)]
-    f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
-    r = lambda x, w: np.asarray(x, np.int64) @ np.asarray(w, np.int64).T
-    run("xla_int8", i_sets, f, r, m * k + n * k + 4 * m * n, 0.0, bits=8)
-  if "xla_fp8" in paths:
-    def f_sets(c):
-      return [dev(*(jnp.asarray(v).astype(jnp.float8_e4m3fn) for v in s[:2])) for s in sets_int(4, c)]
-    f = lambda x, w: lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.bfloat16)
-    r = lambda x, w: np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
-    run("xla_fp8", f_sets, f, r, m * k + n * k + 2 * m * n, 1e-2)
-  # The three W4A4 variants share inputs, reference and byte count; they differ in entry point and config.
-  w4a4_variants = (("mosaic_w4a4", hopper_w4a4.w4a4_matmul, configs.get("w4a4", hopper_w4a4.FUSED)),
-                   ("mosaic_w4a4_pp", hopper_w4a4.w4a4_matmul, hopper_w4a4.PREPASS),
-                   ("mosaic_w4a4_ws", hopper_w4a4.w4a4_matmul_ws, configs.get("w4a4_ws", hopper_w8a8.WSConfig())))
-  for name, entry, cfg in w4a4_variants:
-    if name not in paths:
-      continue
-    def s4(c):
-      return [dev(_pack(s[0]), s[2], _pack(s[1]), s[3], s[4]) for s in sets_int(4, c)]
-    f = functools.partial(entry, gelu=gelu, out_dtype=out_dtype, config=cfg)
-    r = lambda xp, xs, wp, ws, b: hopper_w4a4.reference(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp),
-                                                       jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
-                                                       out_dtype=jnp.float32)
-    run(name, s4, f, r, (m * k + n * k) // 2 + 8 * m + 8 * n + out_b, 1e-2)
-  # The two W8A8 variants share inputs, reference and byte count; they differ in entry point and config.
-  w8a8_variants = (("mosaic_w8a8_ws", hopper_w8a8.w8a8_matmul_ws,
-                    configs.get("w8a8_ws", hopper_w8a8.WSConfig(num_stages=3))),
-                   ("mosaic_w8a8", hopper_w8a8.w8a8_matmul, configs.get("w8a8", hopper_w8a8.SINGLE_WG)))
-  for name, entry, cfg in w8a8_variants:
-    if name not in paths:
-      continue
-    def s8(c):
-      return [dev(s[0], s[2], s[1], s[3], s[4]) for s in sets_int(8, c)]
-    f = functools.partial(entry, gelu=gelu, out_dtype=out_dtype, config=cfg)
-    r = lambda x, xs, w, ws, b: hopper_w8a8.reference(jnp.asarray(x), jnp.asarray(xs), jnp.asarray(w),
-                                                     jnp.asarray(ws), jnp.asarray(b), gelu=gelu,
-                                                     out_dtype=jnp.float32)
-    run(name, s8, f, r, m * k + n * k + 8 * m + 8 * n + out_b, 1e-2, bits=8)
-  if "mosaic_w4a16" in paths and m <= hopper_w4a16.MAX_M:
-    cfg = configs.get("w4a16")
-    def s16(c):
-      return [dev(rng.normal(size=(m, k)).astype(jnp.bfloat16), _pack(s[1]), s[3], s[4])
-              for s in sets_int(4, c)]
-    f = lambda x, wp, ws, b: hopper_w4a16.w4a16_matmul(x, wp, ws, b, gelu=gelu, out_dtype=out_dtype,
-                                                       config=cfg)
-    r = lambda x, wp, ws, b: hopper_w4a16.reference(jnp.asarray(x), jnp.asarray(wp), jnp.asarray(ws),
-                                                    jnp.asarray(b), gelu=gelu, out_dtype=jnp.float32)
-    run("mosaic_w4a16", s16, f, r, 2 * m * k + n * k // 2 + 4 * n + out_b, 2e-2)
-  # XLA's int4-weight path: weights held as jnp.int4 [N, K] (XLA's own packed storage), convert + dot.
-  # (Feeding it our uint8 bytes through bitcast_convert_type crashes XLA 0.11.2's gemm fusion:
-  # triton_tiling_propagation.cc:557 Check failed: dst_dim_it != dst_dim_end.)  Kept last for that reason.
-  if "xla_int4w" in paths:
-    def q_sets(c):
-      return [dev(rng.normal(size=(m, k)).astype(jnp.bfloat16), jnp.asarray(s[1]).astype(jnp.int4), s[3])
-              for s in sets_int(4, c)]
-    def f(x, w4, ws):
-      y = lax.dot_general(x, w4.astype(jnp.bfloat16), (((1,), (1,)), ((), ())),
-                          preferred_element_type=jnp.float32)
-      return (y * ws[None, :]).astype(jnp.bfloat16)
-    r = lambda x, w4, ws: np.asarray(x, np.float32) @ (np.asarray(w4.astype(jnp.int8), np.float32)
-                                                       * np.asarray(ws)[:, None]).T
-    run("xla_int4w", q_sets, f, r, 2 * m * k + n * k // 2 + 2 * m * n, 2e-2)
-  return res
-
-
-# ---------------------------------------------------------------- entry points
-
-
-def _parse_cfg(kind, s):
-  base = {"w4a4": hopper_w4a4.FUSED, "w8a8": hopper_w8a8.SINGLE_WG,
-          "w4a16": hopper_w4a16.DEFAULT, "w4a4_ws": hopper_w8a8.WSConfig(),
-          "w8a8_ws": hopper_w8a8.WSConfig(num_stages=3)}[kind]
-  kv = {}
-  for item in filter(None, (s or "").split(",")):
-    key, val = item.split("=")
-    kv[key] = val if key == "semantics" else int(val)
-  return dataclasses.replace(base, **kv)
-
-
-# Variant lists for device calls: (variant, m, n, k, cfg, extra flags). One process each, under timeout.
-SWEEPS = {
-    "r2": [
-        ("w4a16", 16, 28672, 8192, "split_k=4", "--baselines"),
-        ("w4a16", 16, 28672, 8192, "split_k=8", ""),
-        ("w4a16", 16, 28672, 8192, "split_k=4,num_stages=6", ""),
-        ("w4a16", 16, 28672, 8192, "split_k=2,block_k=512", ""),
-        ("w4a16", 1, 28672, 8192, "split_k=4", "--baselines"),
-        ("w4a16", 16, 4096, 4096, "split_k=4", "--baselines"),
-        ("w4a16", 16, 4096, 4096, "split_k=8", ""),
-        ("w8a8", 3072, 4096, 1024, "", "--baselines"),
-        ("w8a8", 3072, 4096, 1024, "overlap=0", ""),
-        ("w4a4", 3072, 4096, 1024, "", ""),
-        ("w4a4", 3072, 4096, 1024, "block_k=128,sub_k=1,overlap=0", ""),
-        ("w4a4", 3072, 4096, 1024, "block_m=64,block_n=256,block_k=128", ""),
-        ("w4a4", 3072, 4096, 1024, "num_stages=3", ""),
-        ("w4a4", 12288, 4096, 1024, "", "--baselines"),
-    ],
-    "r3": [
-        ("w8a8_ws", 3072, 4096, 1024, "", ""),
-        ("w4a4_ws", 3072, 4096, 1024, "", ""),
-    ],
-    "r1": [
-        ("w4a16", 16, 28672, 8192, "split_k=2", "--baselines"),
-        ("w4a16", 16, 28672, 8192, "split_k=1", ""),
-        ("w4a16", 16, 28672, 8192, "split_k=4", ""),
-        ("w4a16", 1, 28672, 8192, "split_k=2", "--baselines"),
-        ("w4a16", 16, 4096, 4096, "split_k=4", "--baselines"),
-        ("w8a8", 3072, 4096, 1024, "", "--baselines"),
-        ("w4a4", 3072, 4096, 1024, "", ""),
-        ("w4a4", 3072, 4096, 1024, "semantics=lane", ""),
-        ("w8a8", 12288, 4096, 1024, "", ""),
-    ],
+# op -> paths benchmarked (bare_* are XLA's dot alone, no epilogue: the issue's baselines)
+VARIANTS = {
+    "w4a4": ("mosaic_fp8", "mosaic_fp8_promote", "mosaic_ws", "xla_fp8", "xla_int8", "xla_bf16"),
+    "w8a8": ("mosaic_ws", "xla_int8"),
+    "w4a16": ("mosaic", "xla_int4w", "xla_bf16"),
+    "bare": ("xla_bf16", "xla_int8", "xla_fp8"),
+    "quantize_rows": ("triton", "xla", "triton_ln", "xla_ln"),
+    "hbm": ("copy",),
 }
 
 
-def run_sweep(variants, out_dir, timeout_s=120):
-  import subprocess
-  rows = []
-  log = open(os.path.join(out_dir, "sweep.log"), "a")
-  for (kind, m, n, k, cfg, extra) in variants:
-    cmd = [sys.executable, "-m", "kernels_pallas.bench", "--variant", kind, "--m", str(m), "--n", str(n),
-           "--k", str(k), "--cfg", cfg] + extra.split()
+def gemm_shapes(op, quick):
+  bert = [(m, n, k) for (n, k) in BERT_NK for m in BERT_M]
+  if op == "w4a16":
+    shapes = DECODE + [(32, n, k) for (n, k) in BERT_NK]
+  elif op == "bare":
+    shapes = bert + DECODE
+  else:
+    shapes = bert
+  if quick:
+    keep = {(32, 1024, 1024), (3072, 4096, 1024), (12288, 4096, 1024), (1, 28672, 8192), (16, 28672, 8192)}
+    shapes = [s for s in shapes if s in keep]
+  return shapes
+
+
+# ------------------------------------------------------------------ worker (one op:path, all shapes)
+
+
+def _time(fn, arg_sets, reps):
+  import jax
+  from jax.experimental.mosaic.gpu import profiler
+  jfn = jax.jit(fn)
+  for a in arg_sets[:2]:
+    jax.block_until_ready(jfn(*a))
+  times = []
+  if jax.devices()[0].platform != "gpu":  # CPU smoke runs only: wall clock
+    for i in range(reps):
+      t0 = time.perf_counter()
+      jax.block_until_ready(jfn(*arg_sets[i % len(arg_sets)]))
+      times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+  meas = profiler.measure(jfn)
+  for i in range(reps):
+    _, ms = meas(*arg_sets[i % len(arg_sets)])
+    times.append(ms * 1e3)
+  return statistics.median(times)
+
+
+def _n_sets(set_bytes):
+  return int(min(16, max(3, math.ceil(2 * L2_BYTES / max(set_bytes, 1)))))
+
+
+def _int_inputs(rng, m, n, k, bits):
+  lo, hi = (-8, 8) if bits == 4 else (-128, 128)
+  xq = rng.integers(lo, hi, (m, k), dtype=np.int8)
+  wq = rng.integers(lo, hi, (n, k), dtype=np.int8)
+  xq[0] = lo  # a row of the most negative value
+  if m > 2:
+    xq[1], xq[2] = hi - 1, 0
+  wq[0] = lo
+  xs = (rng.uniform(0.5, 2.0, m) / (4 * hi)).astype(np.float32)
+  ws = (rng.uniform(0.5, 2.0, n) / (4 * hi)).astype(np.float32)
+  b = rng.normal(size=n).astype(np.float32)
+  return xq, wq, xs, ws, b
+
+
+def _exact_int_on_device(xq, wq):
+  """The integer sums, exactly: an int32 dot (|acc| <= 2^14 K < 2^31 for K <= 2^16)."""
+  import jax
+  import jax.numpy as jnp
+  return jax.lax.dot_general(jnp.asarray(xq), jnp.asarray(wq), (((1,), (1,)), ((), ())),
+                             preferred_element_type=jnp.int32)
+
+
+def _device_check(out, y, mag, what, seed):
+  """`reference.epilogue_bound` evaluated on the device in f32 (the host float64 version takes ~10 s per 50M
+  outputs): bound = 12 eps (|acc xs ws| + |b|) + 1 bf16 ulp of y, i.e. the float64 bound's 8 eps widened by the
+  <= 4 eps rounding of computing y itself in f32 (|acc| < 2^24 converts exactly). Raises like check_gemm_output."""
+  import jax
+  import jax.numpy as jnp
+
+  @jax.jit
+  def count(out, y, mag):
+    _, e = jnp.frexp(y)
+    ulp = jnp.where(y == 0, 2.0 ** -126, jnp.ldexp(jnp.ones_like(y), jnp.maximum(e - 8, -126)))
+    bound = 12 * 2.0 ** -24 * mag + ulp
+    bad = ~(jnp.abs(out.astype(jnp.float32) - y) <= bound)
+    i = jnp.argmax(bad.ravel())
+    return bad.sum(), i, out.ravel()[i].astype(jnp.float32), y.ravel()[i], bound.ravel()[i]
+
+  nbad, i, o, r, bd = (np.asarray(v) for v in count(out, y, mag))
+  if nbad:
+    raise AssertionError(f"{int(nbad)} of {y.size} elements outside the epilogue bound: flat[{int(i)}] out={o:.6g} "
+                         f"ref={r:.6g} bound={bd:.3g} {what} seed={seed}")
+
+
+def _check_int(out, acc, xs, ws, b, what, seed):
+  import jax.numpy as jnp
+  scaled = acc.astype(jnp.float32) * jnp.asarray(xs)[:, None] * jnp.asarray(ws)[None, :]
+  y = scaled + jnp.asarray(b)[None, :]
+  _device_check(out, y, jnp.abs(scaled) + jnp.abs(jnp.asarray(b))[None, :], what, seed)
+
+
+def path_config(op, path):
+  """'mosaic_fp8@num_stages=5+overlap=0' -> ('mosaic_fp8', the kernel's config with those fields) (tuning runs)."""
+  import dataclasses
+  base, _, spec = path.partition("@")
+  if not spec:
+    return base, None
+  from kernels_pallas.mosaic import fp8, w4a16, w8a8
+  cfg = {("w4a4", "mosaic_fp8"): fp8.DEFAULT, ("w4a4", "mosaic_fp8_promote"): fp8.DEFAULT,
+         ("w4a4", "mosaic_ws"): w8a8.WSConfig(), ("w8a8", "mosaic_ws"): w8a8.DEFAULT,
+         ("w4a16", "mosaic"): w4a16.DEFAULT}[(op, base)]
+  kv = dict(item.split("=") for item in spec.split("+"))
+  return base, dataclasses.replace(cfg, **{key: type(getattr(cfg, key))(int(v)) for key, v in kv.items()})
+
+
+def bench_one(op, path, m, n, k, reps, seed):
+  import jax
+  import jax.numpy as jnp
+  from kernels_pallas import ops, reference
+  from int4jax.quant.formats import pack_int4_np
+  rng = np.random.default_rng(seed)
+  path, config = path_config(op, path)
+  dev = lambda *a: tuple(None if v is None else jax.device_put(v) for v in a)
+  what = f"{op}:{path} {m}x{n}x{k}"
+  flops = 2.0 * m * n * k
+
+  if op in ("w4a4", "w8a8"):
+    bits = 4 if op == "w4a4" else 8
+    xq, wq, xs, ws, b = _int_inputs(rng, m, n, k, bits)
+    if op == "w4a4":
+      w = ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), "w4a4")
+      args = dev(pack_int4_np(xq), xs) + (w,) + dev(ws, b)
+      fn = lambda xp, s, w, t, bb: ops.w4a4_matmul(xp, s, w, t, bb, backend=path, config=config)
+      nbytes = (m * k + n * k) // 2 + 2 * m * n
+    else:
+      args = dev(xq, xs, wq, ws, b)
+      fn = lambda x, s, w, t, bb: ops.w8a8_matmul(x, s, w, t, bb, backend=path, config=config)
+      nbytes = m * k + n * k + 2 * m * n
+    out = jax.jit(fn)(*args)
+    _check_int(out, _exact_int_on_device(xq, wq), xs, ws, b, what, seed)
+
+    def fresh(i):
+      r = np.random.default_rng(seed + 1000 + i)
+      xq2, *_ = _int_inputs(r, m, 1, k, bits)
+      a0 = pack_int4_np(xq2) if op == "w4a4" else xq2
+      return (jax.device_put(a0),) + args[1:]
+  elif op == "w4a16":
+    _, wq, _, ws, b = _int_inputs(rng, 1, n, k, 4)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    xb = jnp.asarray(x, jnp.bfloat16)
+    w = ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), "w4a16")
+    args = (xb, w) + dev(ws, b)
+    fn = lambda x, w, t, bb: ops.w4a16_matmul(x, w, t, bb, backend=path, config=config)
+    nbytes = 2 * m * k + n * k // 2 + 2 * m * n
+    out = jax.jit(fn)(*args)
+    xf = np.asarray(xb.astype(jnp.float32), np.float64)
+    wf = wq.astype(np.float64) * ws.astype(np.float64)[:, None]
+    y = xf @ wf.T + b.astype(np.float64)[None, :]
+    mag = np.abs(xf) @ np.abs(wf).T
+    bound = k * reference.F32_EPS * mag + reference.epilogue_bound(mag * 0, b, y, BF16, gelu=False)
+    reference.check_gemm_output(out, y, bound, what=what, seed=seed)
+
+    def fresh(i):  # the weights are the bytes that matter: a fresh weight per set
+      r = np.random.default_rng(seed + 1000 + i)
+      w2 = ops.prepare_weight(jnp.asarray(r.integers(0, 256, (n, k // 2), dtype=np.uint8)), "w4a16")
+      return (jnp.asarray(r.normal(size=(m, k)), jnp.bfloat16), w2) + args[2:]
+  elif op == "bare":
+    xq, wq, *_ = _int_inputs(rng, m, n, k, 4 if path == "xla_fp8" else 8)
+    dt = {"xla_bf16": jnp.bfloat16, "xla_int8": jnp.int8, "xla_fp8": jnp.float8_e4m3fn}[path]
+    acc_t = jnp.int32 if path == "xla_int8" else jnp.bfloat16
+    args = (jnp.asarray(xq).astype(dt), jnp.asarray(wq).astype(dt))
+    fn = lambda x, w: jax.lax.dot_general(x, w, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
+    isz = jnp.dtype(dt).itemsize
+    nbytes = isz * (m * k + n * k) + jnp.dtype(acc_t).itemsize * m * n
+    out = jax.jit(fn)(*args)
+    acc = _exact_int_on_device(xq, wq)
+    if path == "xla_int8":
+      nbad = int(jnp.sum(out != acc))
+      if nbad:
+        raise AssertionError(f"{nbad} int32 sums differ {what} seed={seed}")
+    else:
+      _device_check(out, acc.astype(jnp.float32), jnp.zeros(acc.shape, jnp.float32), what, seed)
+
+    def fresh(i):
+      r = np.random.default_rng(seed + 1000 + i)
+      return (jnp.asarray(r.integers(-8, 8, (m, k), dtype=np.int8)).astype(dt), args[1])
+  else:
+    raise ValueError(op)
+  sets = [args] + [fresh(i) for i in range(_n_sets(nbytes) - 1)]
+  us = _time(fn, sets, reps)
+  return {"us": us, "tops": flops / us / 1e6, "gbps": nbytes / us / 1e3, "bytes": nbytes}
+
+
+def bench_quantize(path, m, k, reps, seed):
+  import jax
+  import jax.numpy as jnp
+  from kernels_pallas import ops, reference
+  rng = np.random.default_rng(seed)
+  ln = path.endswith("_ln")
+  backend = path.removesuffix("_ln")
+  x = jnp.asarray(rng.normal(size=(m, k)), jnp.bfloat16)
+  g = jnp.asarray(rng.uniform(0.5, 1.5, k), jnp.float32) if ln else None
+  bb = jnp.asarray(rng.normal(size=k) * 0.1, jnp.float32) if ln else None
+  fn = lambda x: ops.quantize_rows(x, 4, g, bb, backend=backend)
+  q, s = jax.jit(fn)(x)
+  rows = min(m, 1024)  # the check on the first rows keeps the host work small; every row is timed
+  q, s = np.asarray(q)[:rows], np.asarray(s)[:rows]
+  q_ref, s_ref, y = reference.quantize_rows_ref(np.asarray(x[:rows].astype(jnp.float32)), 4, None if g is None else
+                                                np.asarray(g), None if bb is None else np.asarray(bb),
+                                                return_unrounded=True)
+  from int4jax.quant.formats import unpack_int4_np
+  qd = unpack_int4_np(np.asarray(q)).astype(np.int64) - unpack_int4_np(q_ref).astype(np.int64)
+  frac = np.abs(np.abs(y - np.floor(y)) - 0.5)  # distance from a rounding tie
+  bad = (qd != 0) & ~((np.abs(qd) == 1) & (frac < 1e-3))
+  if bad.any() or not np.allclose(np.asarray(s), s_ref, rtol=1e-5):
+    raise AssertionError(f"quantize_rows {path} {m}x{k}: {int(bad.sum())} codes differ beyond rounding ties")
+  sets = [(x,)] + [(jnp.asarray(np.random.default_rng(seed + i).normal(size=(m, k)), jnp.bfloat16),)
+                   for i in range(1, _n_sets(2 * m * k))]
+  us = _time(fn, sets, reps)
+  nbytes = 2 * m * k + m * k // 2 + 4 * m + (8 * k if ln else 0)
+  return {"us": us, "gbps": nbytes / us / 1e3, "bytes": nbytes}
+
+
+def bench_hbm(reps, seed):
+  """Device-to-device streaming rate: y = x + 1 over 2 GiB of f32 (bytes read + written)."""
+  import jax
+  import jax.numpy as jnp
+  n = 2 ** 29
+  sets = [(jnp.full((n,), float(i), jnp.float32),) for i in range(2)]
+  us = _time(lambda x: x + 1.0, sets, reps)
+  return {"us": us, "gbps": 8 * n / us / 1e3, "bytes": 8 * n}
+
+
+def worker(variant, shapes, reps, out_path):
+  op, path = variant.split(":")
+  with open(out_path, "a") as f:
+    for shape in shapes:
+      seed = int(np.random.SeedSequence().entropy % 2 ** 31)
+      print(f"{variant} {shape} seed={seed}", flush=True)
+      row = {"op": op, "path": path, "shape": list(shape), "seed": seed}
+      t0 = time.time()
+      try:
+        if op == "quantize_rows":
+          row.update(bench_quantize(path, *shape, reps, seed))
+        elif op == "hbm":
+          row.update(bench_hbm(reps, seed))
+        else:
+          row.update(bench_one(op, path, *shape, reps, seed))
+      except Exception as e:  # noqa: BLE001 - recorded, never entered into the dispatch table
+        row["error"] = f"{type(e).__name__}: {str(e)[:600]}"
+        traceback.print_exc(limit=4)
+      row["wall_s"] = round(time.time() - t0, 1)
+      f.write(json.dumps(row) + "\n")
+      f.flush()
+      print(json.dumps(row), flush=True)
+
+
+# ------------------------------------------------------------------ driver
+
+
+def shapes_of(op, quick):
+  if op == "quantize_rows":
+    return QR_SHAPES[:1] if quick else QR_SHAPES
+  if op == "hbm":
+    return [(0,)]
+  return gemm_shapes(op, quick)
+
+
+def run_all(out_dir, quick, timeout_s, reps, only=None, shapes_override=None):
+  os.makedirs(out_dir, exist_ok=True)
+  import jax
+  kind = jax.devices()[0].device_kind
+  name = kind.replace(" ", "_")
+  raw = os.path.join(out_dir, f"{name}.raw.jsonl")
+  if os.path.exists(raw):
+    os.remove(raw)
+  log = open(os.path.join(out_dir, f"{name}.log"), "w")
+  variants = only or [f"{op}:{path}" for op, paths in VARIANTS.items() for path in paths]
+  for variant in variants:
+    op = variant.split(":")[0]
+    shapes = shapes_override or shapes_of(op, quick)
+    cmd = ["timeout", str(timeout_s), sys.executable, "-m", "kernels_pallas.bench", "--worker", variant,
+           "--shapes", ";".join("x".join(map(str, s)) for s in shapes), "--reps", str(reps), "--raw", raw]
     t0 = time.time()
-    try:
-      pr = subprocess.run(["timeout", str(timeout_s)] + cmd, capture_output=True, text=True)
-      outp, errp, rc = pr.stdout, pr.stderr, pr.returncode
-    except Exception as e:  # noqa: BLE001
-      outp, errp, rc = "", repr(e), -1
-    log.write(f"==== {' '.join(cmd)} rc={rc} {time.time()-t0:.0f}s\n{errp[-6000:]}\n{outp[-3000:]}\n")
+    pr = subprocess.run(cmd, capture_output=True, text=True)
+    log.write(f"==== {variant} rc={pr.returncode} {time.time() - t0:.0f}s\n{pr.stdout[-4000:]}\n"
+              f"{pr.stderr[-4000:]}\n")
     log.flush()
-    line = next((l for l in outp.splitlines()[::-1] if l.startswith("{")), None)
-    rows.append((kind, m, n, k, cfg, rc, json.loads(line) if line else None))
-  with open(os.path.join(out_dir, "sweep.jsonl"), "a") as f:
-    for r in rows:
-      f.write(json.dumps(r) + "\n")
-  print(f"{'variant':8} {'M':>6} {'N':>6} {'K':>6} {'cfg':28} path          us      TOPS    GB/s   err")
-  for (kind, m, n, k, cfg, rc, js) in rows:
-    if not js:
-      print(f"{kind:8} {m:6} {n:6} {k:6} {cfg:28} rc={rc} (see sweep.log)")
-      continue
-    for path, v in js["res"].items():
-      if "us" in v:
-        print(f"{kind:8} {m:6} {n:6} {k:6} {cfg:28} {path:12} {v['us']:8.1f} {v['tops']:7.1f} {v['gbps']:7.0f} {v['err']:.1e}")
-      else:
-        print(f"{kind:8} {m:6} {n:6} {k:6} {cfg:28} {path:12} {v['error'][:150]}")
+    print(f"{variant}: rc={pr.returncode} {time.time() - t0:.0f}s", flush=True)
+  rows = [json.loads(line) for line in open(raw)] if os.path.exists(raw) else []
+  meta = {"gpu": kind, "jax": jax.__version__, "python": platform.python_version(),
+          "commit": os.environ.get("GIT_COMMIT", "unknown"), "quick": quick, "reps": reps,
+          "command": "python -m kernels_pallas.bench " + " ".join(sys.argv[1:]),
+          "timing": f"CUPTI summed kernel time per call, median of {reps} calls rotating input sets > 2x L2, "
+                    "after 2 warm-up calls; every path checked per element first"}
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump({"meta": meta, "rows": rows}, f, indent=1)
+  write_table(meta, rows, os.path.join(os.path.dirname(__file__), "tables", f"{name}.json"))
+  write_table(meta, rows, os.path.join(out_dir, f"{name}.dispatch.json"))  # the copy that leaves the GPU machine
+  write_markdown(meta, rows, os.path.join(out_dir, f"{name}.md"))
 
 
-BERT_M = (32, 512, 3072, 12288)
-BERT_NK = lambda h: [(h, h), (3 * h, h), (4 * h, h), (h, 4 * h)]
-DECODE = [(m, n, k) for m in (1, 16) for (n, k) in ((4096, 4096), (28672, 8192))]
-BASE_PATHS = ("xla_bf16", "xla_int8", "xla_fp8", "xla_int4w")
+def _index(rows):
+  return {(r["op"], r["path"], tuple(r["shape"])): r for r in rows}
+
+
+def write_table(meta, rows, path):
+  """Dispatch table: per (op, shape) the checked paths, fastest first (bare dots are not ops paths)."""
+  entries = {}
+  for r in rows:
+    if r["op"] in ("bare", "hbm", "quantize_rows") or "us" not in r or "@" in r["path"]:
+      continue  # tuning variants (path@config) never enter the table
+    m, n, k = r["shape"]
+    entries.setdefault((r["op"], m, n, k), []).append((r["path"], round(r["us"], 2)))
+  qr = {}
+  for r in rows:
+    if r["op"] == "quantize_rows" and "us" in r and "@" not in r["path"]:
+      m, k = r["shape"]
+      qr.setdefault((m, k, r["path"].endswith("_ln")), []).append((r["path"].removesuffix("_ln"), round(r["us"], 2)))
+  out = [{"op": op, "m": m, "n": n, "k": k, "ranked": sorted(v, key=lambda t: t[1])}
+         for (op, m, n, k), v in sorted(entries.items())]
+  out += [{"op": "quantize_rows", "m": m, "n": k, "k": k, "ln": ln, "ranked": sorted(v, key=lambda t: t[1])}
+          for (m, k, ln), v in sorted(qr.items()) if not ln]
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"device_kind": meta["gpu"], "commit": meta["commit"], "source": meta["command"],
+               "entries": out}, f, indent=1)
+
+
+def _fmt(v, spec=".1f"):
+  return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def write_markdown(meta, rows, path):
+  idx = _index(rows)
+  us = lambda op, p, s: idx.get((op, p, s), {}).get("us")
+  hbm = us("hbm", "copy", (0,))
+  hbm_gbps = idx.get(("hbm", "copy", (0,)), {}).get("gbps")
+  lines = [f"# Kernel timings on {meta['gpu']}", "", f"- command: `{meta['command']}`",
+           f"- commit: `{meta['commit']}`; jax {meta['jax']}, python {meta['python']}", f"- timing: {meta['timing']}",
+           f"- measured HBM streaming rate (x + 1 over 2 GiB f32, read + write): {_fmt(hbm_gbps, '.0f')} GB/s",
+           "- bare = XLA's dot alone (bf16 output, no epilogue: the issue's baselines); every other path includes the "
+           "same fused epilogue (per-token x per-channel scale, bias, bf16 out). ops = the path `kernels_pallas.ops` "
+           "picks (fastest checked path, from this run). Ratios = XLA time / ours (> 1: ours faster).", ""]
+  for op in ("w4a4", "w8a8", "w4a16"):
+    paths = VARIANTS[op]
+    lines += [f"## {op} (µs)", "", "| M | N | K | " + " | ".join(paths) + " | bare bf16 | bare int8 | bare fp8 | "
+              "ops pick | ops vs best bare | ops vs best XLA+epilogue |", "|" + "---|" * (len(paths) + 9)]
+    for s in shapes_of(op, meta["quick"]):
+      cells = []
+      for p in paths:
+        r = idx.get((op, p, s), {})
+        cells.append(_fmt(r.get("us")) if "us" in r else ("FAIL" if "error" in r else "-"))
+      bare = [us("bare", p, s) for p in ("xla_bf16", "xla_int8", "xla_fp8")]
+      ours = [(us(op, p, s), p) for p in paths if us(op, p, s)]
+      pick = min(ours) if ours else (None, "-")
+      bb = min([b for b in bare if b] or [None]) if any(bare) else None
+      xla_epi = min([u for u, p in ours if p.startswith("xla")] or [None]) if ours else None
+      r1 = f"{bb / pick[0]:.2f}x" if bb and pick[0] else "-"
+      r2 = f"{xla_epi / pick[0]:.2f}x" if xla_epi and pick[0] else "-"
+      lines.append(f"| {s[0]} | {s[1]} | {s[2]} | " + " | ".join(cells) + " | " +
+                   " | ".join(_fmt(b) for b in bare) + f" | {pick[1]} | {r1} | {r2} |")
+    lines.append("")
+  lines += ["## quantize_rows (int4, bf16 input; GB/s = bytes read + written / time)", "",
+            "| M | K | path | µs | GB/s | % of HBM rate |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["op"] == "quantize_rows":
+      pct = f"{100 * r['gbps'] / hbm_gbps:.0f}%" if "gbps" in r and hbm_gbps else "-"
+      lines.append(f"| {r['shape'][0]} | {r['shape'][1]} | {r['path']} | {_fmt(r.get('us'))} | "
+                   f"{_fmt(r.get('gbps'), '.0f')} | {pct} |")
+  lines += ["", "## Targets (issue 11)", ""]
+  for s in shapes_of("w4a4", meta["quick"]):
+    if s[0] >= 3072:
+      best = min([(us("w4a4", p, s), p) for p in VARIANTS["w4a4"] if p.startswith("mosaic") and us("w4a4", p, s)]
+                 or [(None, "-")])
+      f8 = us("bare", "xla_fp8", s)
+      if best[0] and f8:
+        lines.append(f"- W4A4 {s}: best Pallas {best[1]} {best[0]:.1f} µs = {f8 / best[0]:.2f}x bare XLA fp8 "
+                     f"(>= 1.0): {'MET' if f8 / best[0] >= 1.0 else 'NOT MET'}")
+  for s in shapes_of("w8a8", meta["quick"]):
+    if s[0] >= 3072:
+      o, i8 = us("w8a8", "mosaic_ws", s), us("bare", "xla_int8", s)
+      if o and i8:
+        lines.append(f"- W8A8 {s}: {i8 / o:.2f}x bare XLA int8 (>= 1.3): {'MET' if i8 / o >= 1.3 else 'NOT MET'}")
+  for s in [(1, 28672, 8192), (16, 28672, 8192)]:
+    o, bf, i4 = us("w4a16", "mosaic", s), us("bare", "xla_bf16", s), us("w4a16", "xla_int4w", s)
+    if o and bf:
+      ok = bf / o >= 3.0 and (not i4 or i4 / o >= 1.5)
+      lines.append(f"- W4A16 {s}: {o:.1f} µs = {bf / o:.2f}x bare XLA bf16 (>= 3.0), "
+                   f"{(i4 / o if i4 else float('nan')):.2f}x XLA int4-weight (>= 1.5), "
+                   f"{s[2] * s[1] / 2 / o / 1e3:.0f} GB/s of packed weights: {'MET' if ok else 'NOT MET'}")
+  for r in rows:
+    if r["op"] == "quantize_rows" and "gbps" in r and hbm_gbps and r["path"].startswith("triton"):
+      lines.append(f"- quantize_rows {r['path']} {tuple(r['shape'])}: {100 * r['gbps'] / hbm_gbps:.0f}% of HBM "
+                   f"(>= 70%): {'MET' if r['gbps'] >= 0.7 * hbm_gbps else 'NOT MET'}")
+  tuning = [r for r in rows if "@" in r["path"]]
+  if tuning:
+    lines += ["", "## Tuning variants (path@config; not in the dispatch table)", "",
+              "| op | path | shape | µs | TOPS | GB/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['op']} | {r['path']} | {tuple(r['shape'])} | {_fmt(r.get('us'))} | {_fmt(r.get('tops'))} | "
+              f"{_fmt(r.get('gbps'), '.0f')} |" for r in tuning if "us" in r]
+  fails = [r for r in rows if "error" in r]
+  if fails:
+    lines += ["", "## Paths that failed (check or compile)", ""]
+    lines += [f"- {r['op']}:{r['path']} {tuple(r['shape'])}: {r['error'][:300]}" for r in fails]
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
 
 
 def main(argv=None):
   p = argparse.ArgumentParser()
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--out", default=None)
-  p.add_argument("--variant", default=None, help="w4a4|w8a8|w4a16: time one config")
-  p.add_argument("--m", type=int); p.add_argument("--n", type=int); p.add_argument("--k", type=int)
-  p.add_argument("--cfg", default="")
-  p.add_argument("--reps", type=int, default=30)
-  p.add_argument("--gelu", action="store_true")
-  p.add_argument("--baselines", action="store_true")
-  p.add_argument("--ws_from", default=None, help="sweep.jsonl: add the warp-specialized paths if they ran there")
-  p.add_argument("--shapes", default=None, help="kind:h:M:N:K,... instead of the full list")
-  p.add_argument("--part", default="1/1", help="i/n: run every n-th shape starting at i (split a run)")
-  p.add_argument("--sweep", default=None, help="name in SWEEPS: one subprocess per variant")
+  p.add_argument("--out", default=None, help="folder for <gpu>.json/.md/.log (the table of record)")
+  p.add_argument("--quick", action="store_true", help="a few shapes per op")
+  p.add_argument("--timeout", type=int, default=150, help="seconds per variant process")
+  p.add_argument("--reps", type=int, default=25)
+  p.add_argument("--only", default=None, help="comma list of op:path[@field=value;...] variants, run in this order")
+  p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  p.add_argument("--shapes", default=None, help="MxNxK;... for every variant instead of the op's list (tuning)")
+  p.add_argument("--raw", default=None, help=argparse.SUPPRESS)
   a = p.parse_args(argv)
-  if a.sweep:
-    return run_sweep(SWEEPS[a.sweep], os.environ.get("OUT", "/tmp"))
-  if a.variant:
-    cfg = _parse_cfg(a.variant, a.cfg)
-    paths = ["mosaic_" + a.variant] + (["xla_bf16", "xla_int8", "xla_int4w"] if a.baselines else [])
-    r = bench_gemm(a.m, a.n, a.k, paths=paths, reps=a.reps, gelu=a.gelu, configs={a.variant: cfg})
-    print(json.dumps({"variant": a.variant, "m": a.m, "n": a.n, "k": a.k, "cfg": dataclasses.asdict(cfg),
-                      "res": r}))
-    return
-  shapes = []
-  for h in (768, 1024):
-    for (n, k) in BERT_NK(h):
-      for m in BERT_M:
-        if a.quick and (m not in (3072, 12288) or h != 1024):
-          continue
-        shapes.append(("bert", h, m, n, k))
-  for (m, n, k) in DECODE:
-    shapes.append(("decode", 0, m, n, k))
-  ws_paths = []
-  if a.ws_from and os.path.exists(a.ws_from):
-    for line in open(a.ws_from):
-      kind, *_, js = json.loads(line)
-      if kind.endswith("_ws") and js and all("us" in v for v in js["res"].values()):
-        ws_paths.append("mosaic_" + kind)
-    ws_paths = sorted(set(ws_paths))
-  print("warp-specialized paths enabled:", ws_paths, flush=True)
-  pi, pn = (int(v) for v in a.part.split("/"))
-  shapes = shapes[pi - 1::pn]
-  if a.shapes:
-    shapes = [(t[0], *map(int, t[1:])) for t in (x.split(":") for x in a.shapes.split(","))]
-  rows = []
-  for (kind, h, m, n, k) in shapes:
-    paths = list(BASE_PATHS)
-    ours = ["mosaic_w4a4"] + (ws_paths or ["mosaic_w4a4_pp", "mosaic_w8a8"])  # ws replaces pp and the 1-WG w8a8
-    paths += ours if kind == "bert" else []
-    if m <= hopper_w4a16.MAX_M:
-      paths.append("mosaic_w4a16")
-    t0 = time.time()
-    r = bench_gemm(m, n, k, paths=paths, reps=a.reps)
-    rows.append({"kind": kind, "h": h, "m": m, "n": n, "k": k, "res": r})
-    print(f"{kind} h={h} M={m} N={n} K={k} ({time.time()-t0:.0f}s): " + "  ".join(
-        f"{p}={v['us']:.1f}us" if "us" in v else f"{p}=ERR" for p, v in r.items()), flush=True)
-    if a.out:  # after every shape, so a run cut short keeps what it measured
-      _dump(a, argv, rows, pi, pn)
-  if a.out and pn == 1:
-    write_markdown(a.out, _meta(a, argv), rows)
-
-
-def _meta(a, argv):
-  return {"gpu": jax.devices()[0].device_kind, "gpu_file": gpu_name(), "jax": jax.__version__, "python": platform.python_version(),
-          "commit": os.environ.get("GIT_COMMIT", "unknown"), "command": " ".join(["python -m kernels_pallas.bench"] + (argv or sys.argv[1:])),
-          "timing": "CUPTI summed kernel time per call (jax.experimental.mosaic.gpu.profiler.measure), "
-                    "median of %d calls rotating >=4 input sets > 2x L2, after 2 warm-up calls" % a.reps}
-
-
-def _dump(a, argv, rows, pi, pn):
-  os.makedirs(a.out, exist_ok=True)
-  suffix = "" if pn == 1 else f".part{pi}of{pn}"
-  with open(os.path.join(a.out, f"{gpu_name()}{suffix}.json"), "w") as f:
-    json.dump({"meta": _meta(a, argv), "rows": rows}, f, indent=1)
-
-
-def gpu_name():
-  kind = jax.devices()[0].device_kind
-  return "H100" if "H100" in kind else kind.replace(" ", "_")
-
-
-OURS = ("mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w4a4_ws", "mosaic_w8a8", "mosaic_w8a8_ws", "mosaic_w4a16")
-
-
-def write_markdown(out_dir, meta, rows, name=None):
-  """Per shape and path: µs, TOPS, GB/s, ratio vs XLA bf16 and XLA int8 (same run), targets."""
-  lines = [f"# Kernel timings on {meta['gpu']}", "",
-           f"- command: `{meta['command']}`", f"- commit: `{meta['commit']}`",
-           f"- jax {meta['jax']}, python {meta['python']}", f"- timing: {meta['timing']}",
-           "- TOPS = 2*M*N*K / time; GB/s = (inputs read once + output written once, in each path's own "
-           "storage format) / time; ratios are XLA path time / our time (> 1 is faster than XLA).", ""]
-  lines.append("| kind | M | N | K | path | µs | TOPS | GB/s | vs bf16 | vs int8 | max rel err |")
-  lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-  for r in rows:
-    res = r["res"]
-    bf = res.get("xla_bf16", {}).get("us")
-    i8 = res.get("xla_int8", {}).get("us")
-    for p, v in res.items():
-      if "us" not in v:
-        lines.append(f"| {r['kind']} | {r['m']} | {r['n']} | {r['k']} | {p} | error: {v['error'][:80]} | | | | | |")
-        continue
-      vb = f"{bf / v['us']:.2f}x" if bf else ""
-      vi = f"{i8 / v['us']:.2f}x" if i8 else ""
-      lines.append(f"| {r['kind']} | {r['m']} | {r['n']} | {r['k']} | {p} | {v['us']:.1f} | {v['tops']:.1f} | "
-                   f"{v['gbps']:.0f} | {vb} | {vi} | {v['err']:.1e} |")
-  lines += ["", "## Targets (issue 5)", ""]
-  for r in rows:
-    res = r["res"]
-    bf = res.get("xla_bf16", {}).get("us")
-    i8 = res.get("xla_int8", {}).get("us")
-    if r["kind"] == "bert" and r["m"] >= 3072 and r["h"] == 1024:
-      for p in ("mosaic_w4a4", "mosaic_w4a4_pp", "mosaic_w4a4_ws"):
-        v = res.get(p, {})
-        if "us" in v and bf and i8:
-          ok = bf / v["us"] >= 1.5 and i8 / v["us"] >= 1.0
-          lines.append(f"- W4A4 {p} M={r['m']} N={r['n']} K={r['k']}: {bf / v['us']:.2f}x bf16 (>= 1.5), "
-                       f"{i8 / v['us']:.2f}x int8 (>= 1.0): {'MET' if ok else 'NOT MET'}")
-    if r["kind"] == "decode" and r["n"] == 28672:
-      v = res.get("mosaic_w4a16", {})
-      if "us" in v and bf:
-        lines.append(f"- W4A16 M={r['m']} 8192x28672: {bf / v['us']:.2f}x bf16 (>= 3.0): "
-                     f"{'MET' if bf / v['us'] >= 3.0 else 'NOT MET'}")
-  with open(os.path.join(out_dir, f"{name or gpu_name()}.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-
-
-def merge(out_dir, parts):
-  """Merge --part outputs into <gpu>.json/.md (run on any machine)."""
-  rows, meta = [], None
-  for pth in parts:
-    d = json.load(open(pth))
-    meta = meta or d["meta"]
-    rows += d["rows"]
-  order = {("bert", h, m, n, k): i for i, (_, h, m, n, k) in enumerate(
-      [("bert", h, m, n, k) for h in (768, 1024) for (n, k) in BERT_NK(h) for m in BERT_M])}
-  rows.sort(key=lambda r: (r["kind"] != "bert", order.get((r["kind"], r["h"], r["m"], r["n"], r["k"]), 0),
-                           r["m"], r["n"]))
-  meta["command"] = meta["command"].split(" --part")[0]
-  name = meta.get("gpu_file", "H100")
-  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-    json.dump({"meta": meta, "rows": rows}, f, indent=1)
-  write_markdown(out_dir, meta, rows, name)
+  if a.worker:
+    shapes = [tuple(map(int, s.split("x"))) for s in a.shapes.split(";")]
+    return worker(a.worker, shapes, a.reps, a.raw)
+  if not a.out:
+    p.error("--out is required")
+  override = [tuple(map(int, s.split("x"))) for s in a.shapes.split(";")] if a.shapes else None
+  run_all(a.out, a.quick, a.timeout, a.reps, a.only.split(",") if a.only else None, override)
 
 
 if __name__ == "__main__":

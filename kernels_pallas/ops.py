@@ -246,8 +246,9 @@ def w4a4_matmul(x_packed, x_scale, w_packed, w_scale, bias=None, gelu: bool = Fa
     fp8 = _mosaic("fp8")
     from kernels_pallas.mosaic.w4a4 import packed_to_int4
     cfg = dataclasses.replace(config or fp8.DEFAULT, promote=promote)
-    return fp8.fp8_gemm(packed_to_int4(x_packed), _layout(w_packed, "e4m3"), x_scale.reshape(-1), w_scale, bias,
-                        gelu=gelu, out_dtype=od, config=cfg)
+    x = packed_to_int4(x_packed) if cfg.a_in_regs else int4_to_e4m3(x_packed)
+    return fp8.fp8_gemm(x, _layout(w_packed, "e4m3"), x_scale.reshape(-1), w_scale, bias, gelu=gelu, out_dtype=od,
+                        config=cfg)
 
   def mosaic_ws():
     mod = _mosaic("w4a4")

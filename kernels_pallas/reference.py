@@ -122,3 +122,77 @@ def quantize_rows_ref(x, bits: int, ln_gamma=None, ln_beta=None, eps: float = 1e
   out = pack_int4_np(q) if bits == 4 else q
   res = (out, scale.astype(np.float32))
   return res + (y,) if return_unrounded else res
+
+
+# ------------------------------------------------------------------ the per-element check of a GEMM output
+
+F32_EPS = 2.0 ** -24  # unit roundoff of f32 (round to nearest)
+
+
+def bf16_ulp(v: np.ndarray) -> np.ndarray:
+  """Spacing of bf16 numbers at |v| (8 significant bits): 2^(floor(log2 |v|) - 7); the smallest normal's at 0."""
+  a = np.maximum(np.abs(np.asarray(v, np.float64)), 2.0 ** -126)
+  return np.exp2(np.floor(np.log2(a)) - 7)
+
+
+def epilogue_bound(acc_scaled, bias, y_exact, out_dtype, *, gelu: bool, bf16_ulps: float = 1.0) -> np.ndarray:
+  """Per-element error bound of a kernel output, derived from its epilogue arithmetic.
+
+  acc_scaled = |x_scale[m]| * sum_g |w_scale[n, g]| * |acc_g[m, n]| (exact integer partial sums, float64),
+  bias = [N] or None, y_exact = the float64 reference output (after GELU if any).
+  The integer sums are exact and convert to f32 exactly (|acc| < 2^24). The f32 epilogue does at most 2 roundings
+  per group term (two scale products), one per group sum and one for the bias add, each <= F32_EPS relative
+  (we allow 8 F32_EPS of the magnitudes |acc x_scale w_scale| + |bias|, covering up to 4 groups without
+  cancellation luck). GELU propagates that error with |gelu'| <= 1.13 and adds its own erf approximation
+  (<= 1.5e-7 |y|, 1e-6 |y| allowed for XLA's erf). The cast to the output adds half an ulp; `bf16_ulps` (1 by
+  default) ulps of the exact value are allowed for bf16 outputs, 1 f32 ulp for f32 outputs.
+  """
+  mag = np.abs(np.asarray(acc_scaled, np.float64))
+  if bias is not None:
+    mag = mag + np.abs(_f64(bias))[None, :]
+  f32_part = 8 * F32_EPS * mag
+  y = np.abs(np.asarray(y_exact, np.float64))
+  if gelu:
+    f32_part = 1.13 * f32_part + 1e-6 * mag
+  if np.dtype(out_dtype) == np.float32:
+    return f32_part + 2 * F32_EPS * y
+  return f32_part + bf16_ulps * bf16_ulp(y)
+
+
+def check_gemm_output(out, y_exact, bound, *, what: str = "", seed=None) -> None:
+  """Raises AssertionError naming the first offending elements if any |out - y_exact| > bound or out is not finite
+  (an unwritten, NaN-poisoned tile fails here)."""
+  out = np.asarray(out).astype(np.float64)
+  y_exact = np.asarray(y_exact, np.float64)
+  tag = f"{what} seed={seed}"
+  if out.shape != y_exact.shape:
+    raise AssertionError(f"shape {out.shape} != {y_exact.shape} {tag}")
+  err = np.abs(out - y_exact)
+  bad = ~(err <= bound)  # NaN counts as bad
+  if bad.any():
+    idx = np.argwhere(bad)[:3]
+    ex = ", ".join(f"[{i},{j}] out={out[i, j]:.6g} ref={y_exact[i, j]:.6g} bound={bound[i, j]:.3g}" for i, j in idx)
+    raise AssertionError(f"{int(bad.sum())} of {bad.size} elements outside the epilogue bound: {ex} {tag}")
+
+
+def int_gemm_exact(x_int, x_scale, w_int, w_scale, bias=None, *, gelu=False):
+  """Exact int64 partial sums of an integer GEMM -> (y_exact float64 [M, N], acc_scaled for `epilogue_bound`)."""
+  x_int, w_int = np.asarray(x_int), np.asarray(w_int)
+  w_scale = _f64(w_scale)
+  ws2 = w_scale[:, None] if w_scale.ndim == 1 else w_scale
+  g = ws2.shape[1]
+  gs = w_int.shape[1] // g
+  xs = _f64(x_scale)
+  y = np.zeros((x_int.shape[0], w_int.shape[0]), np.float64)
+  mag = np.zeros_like(y)
+  for j in range(g):
+    part = exact_int_matmul(x_int[:, j * gs:(j + 1) * gs], w_int[:, j * gs:(j + 1) * gs]).astype(np.float64)
+    y += part * ws2[None, :, j]
+    mag += np.abs(part) * np.abs(ws2[None, :, j])
+  y *= xs[:, None]
+  mag *= np.abs(xs)[:, None]
+  if bias is not None:
+    y += _f64(bias)[None, :]
+  if gelu:
+    y = gelu_erf_f64(y)
+  return y, mag

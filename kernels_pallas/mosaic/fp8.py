@@ -42,6 +42,7 @@ class FP8Config:
   a_in_regs: bool = True   # x int4 -> e4m3 in registers (else x e4m3 from SMEM)
   promote: bool = False    # fresh accumulator per K step, summed in f32 registers
   snake_width: int = 4     # planar-snake tile width over the output grid (0: row-major)
+  overlap: int = 1         # keep one wgmma in flight (wgmma_wait(1), slots released one step late); not with promote
 
 
 DEFAULT = FP8Config()
@@ -84,12 +85,16 @@ def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfl
   row = plgpu.Layout.WGMMA.reduce(1)
   col = plgpu.Layout.WGMMA.reduce(0)
 
+  overlap = 0 if cfg.promote else cfg.overlap
+
   def kernel(x_gmem, w_gmem, xs_gmem, ws_gmem, b_gmem, o_gmem, o_smem):
     def get_pipeline(body, ctx):
       return plgpu.emit_pipeline_warp_specialized(
           body, grid=(k_iters,), memory_registers=40,
-          in_specs=[plgpu.BlockSpec((cta_m, bk), lambda kk: (0, kk), transforms=x_tr, memory_space=plgpu.SMEM),
-                    plgpu.BlockSpec((bn, bk), lambda kk: (0, kk), transforms=w_tr, memory_space=plgpu.SMEM)],
+          in_specs=[plgpu.BlockSpec((cta_m, bk), lambda kk: (0, kk), transforms=x_tr, memory_space=plgpu.SMEM,
+                                    delay_release=overlap),
+                    plgpu.BlockSpec((bn, bk), lambda kk: (0, kk), transforms=w_tr, memory_space=plgpu.SMEM,
+                                    delay_release=overlap)],
           wg_axis="wg", num_compute_wgs=2, max_concurrent_steps=cfg.num_stages, compute_context=ctx)
 
     ignore = lambda *_, **__: None
@@ -109,10 +114,13 @@ def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfl
           mi, ni = lax.div(lin, n_iters), lax.rem(lin, n_iters)
         row0 = mi * cta_m + wg * bm
 
-        def epilogue(acc):
-          xs = plgpu.load(xs_gmem.at[pl.ds(row0, bm)], layout=row, optimized=False)
-          ws = plgpu.load(ws_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False)
-          bb = plgpu.load(b_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False)
+        def load_epilogue_operands():  # issued before the K loop, so their latency hides behind it
+          return (plgpu.load(xs_gmem.at[pl.ds(row0, bm)], layout=row, optimized=False),
+                  plgpu.load(ws_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False),
+                  plgpu.load(b_gmem.at[pl.ds(ni * bn, bn)], layout=col, optimized=False))
+
+        def epilogue(acc, operands):
+          xs, ws, bb = operands
           y = acc * lax.broadcast_in_dim(xs, (bm, bn), [0])
           y = y * lax.broadcast_in_dim(ws, (bm, bn), [1]) + lax.broadcast_in_dim(bb, (bm, bn), [1])
           if gelu:
@@ -128,7 +136,8 @@ def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfl
 
         if cfg.promote:
           def ctx(eval_pipeline):
-            epilogue(eval_pipeline(jnp.zeros((bm, bn), jnp.float32)))
+            operands = load_epilogue_operands()
+            epilogue(eval_pipeline(jnp.zeros((bm, bn), jnp.float32)), operands)
 
           def mma(_, x_smem, w_smem, total):
             def step(acc_ref):
@@ -140,12 +149,14 @@ def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfl
           def ctx(eval_pipeline):
             @functools.partial(pl.run_scoped, acc_ref=plgpu.ACC((bm, bn), jnp.float32))
             def _acc(acc_ref):
+              operands = load_epilogue_operands()
               eval_pipeline(acc_ref)
-              epilogue(acc_ref[...])
+              plgpu.wgmma_wait(0)
+              epilogue(acc_ref[...], operands)
 
           def mma(_, x_smem, w_smem, acc_ref):
             plgpu.wgmma(acc_ref, a_operand(x_smem), w_smem.T)
-            plgpu.wgmma_wait(0)
+            plgpu.wgmma_wait(overlap)
             return acc_ref
 
         get_pipeline(mma, ctx)(x_gmem.at[pl.ds(mi * cta_m, cta_m)], w_gmem.at[pl.ds(ni * bn, bn)],

@@ -1,107 +1,133 @@
-"""GPU-only tests of the Hopper (Pallas Mosaic GPU) kernels against the exact NumPy references.
+"""GPU-only tests of the Hopper paths of `kernels_pallas.ops` (Mosaic kernels and XLA's dots with the same epilogue).
 
-Run on the H100 with `JAX_PLATFORMS=cuda PYTHONPATH=. python -m pytest tests/kernels/test_hopper.py`.
-Skipped without an sm_90 GPU (CI has none). Fresh random inputs each run; -8/+7 (and -128/+127) rows, a
-zero row, M not a multiple of the tile, BERT K/N, poisoned outputs are impossible to miss because every
-element is compared. Tolerances: integer accumulation is exact, so the only error is the final cast:
-bf16 outputs |out - ref| <= 1e-2 * max|ref|. The int GEMMs write bf16 only (an f32 output tile does not fit
-in SMEM): f32 must be refused by can_use and raise in the wrapper, so the dispatcher routes it to Triton.
+Run on an H100/H200 with `PYTHONPATH=. python -m pytest tests/kernels/test_hopper.py`; skipped without an sm_90 GPU
+(CI has none), with the reason. Every output is checked element by element with the bound of
+`kernels_pallas.reference.epilogue_bound` (integer sums exact, then 1 bf16 ulp of the exact value plus the f32
+epilogue's rounding), the same check the CPU tests and the bench use. Inputs are seeded (the seed is printed).
+Exactness of the FP8 paths: all -8 operands at K = 4096 (the largest benchmarked K; every partial sum a multiple of
+64 up to 2^18) and a mixed worst case (x = -8, w alternating -8/7) with unit scales and f32-exact outputs.
 """
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax.numpy as jnp
-
-from kernels_pallas.mosaic import w4a4 as hopper_w4a4, w4a16 as hopper_w4a16, w8a8 as hopper_w8a8
-from kernels_pallas.reference import w4a4_matmul_ref, w4a16_matmul_ref, w8a8_matmul_ref
-from kernels_pallas.layout import pack_int4_np
+from kernel_testlib import fresh_rng
+from int4jax.quant.formats import pack_int4_np
+from kernels_pallas import ops, reference
 
 
 def _on_hopper():
-  try:
-    return hopper_w8a8._is_hopper()
-  except Exception:  # noqa: BLE001
-    return False
+  d = jax.devices()[0]
+  return d.platform == "gpu" and str(getattr(d, "compute_capability", "")).startswith("9.")
 
 
 pytestmark = pytest.mark.skipif(not _on_hopper(), reason="needs an sm_90 (Hopper) GPU; CI runs none")
 
-TOL = {jnp.bfloat16: 1e-2, jnp.float32: 1e-5}
+W4A4_PATHS = ["mosaic_fp8", "mosaic_fp8_promote", "mosaic_ws", "xla_fp8", "xla_int8", "xla_bf16"]
 
 
 def _ints(rng, shape, bits):
   lo, hi = (-8, 8) if bits == 4 else (-128, 128)
   q = rng.integers(lo, hi, shape, dtype=np.int8)
-  q[0] = lo
-  q[1] = hi - 1
-  q[2] = 0
+  q[0], q[1], q[2] = lo, hi - 1, 0
   return q
 
 
-def _check(out, ref, out_dtype):
-  out = np.asarray(out, np.float64)
-  ref = np.asarray(ref, np.float64)
-  assert np.all(np.isfinite(out))
-  assert np.max(np.abs(out - ref)) <= TOL[out_dtype] * max(np.max(np.abs(ref)), 1e-30)
+def _check_int(out, xq, xs, wq, ws, b, gelu, seed, what):
+  y, mag = reference.int_gemm_exact(xq, xs, wq, ws, b, gelu=gelu)
+  bound = reference.epilogue_bound(mag, b, y, np.dtype(out.dtype), gelu=gelu)
+  reference.check_gemm_output(np.asarray(out), y, bound, what=what, seed=seed)
 
 
-@pytest.mark.parametrize("m,n,k", [(200, 1024, 1024), (32, 3072, 1024), (3072, 1024, 4096)])
-@pytest.mark.parametrize("out_dtype", [jnp.bfloat16])
-@pytest.mark.parametrize("gelu", [False, True])
-@pytest.mark.parametrize("variant", ["default_ws", "fused", "prepass"])
-def test_w4a4(m, n, k, out_dtype, gelu, variant):
-  rng = np.random.default_rng()
+@pytest.mark.parametrize("path", W4A4_PATHS)
+@pytest.mark.parametrize("m,n,k,gelu", [(200, 1024, 1024, True), (3072, 1024, 4096, False), (32, 3072, 1024, True)])
+def test_w4a4_paths(path, m, n, k, gelu):
+  rng, seed = fresh_rng()
   xq, wq = _ints(rng, (m, k), 4), _ints(rng, (n, k), 4)
-  xs = rng.uniform(0.5, 2, m).astype(np.float32) / 8
-  ws = rng.uniform(0.5, 2, n).astype(np.float32) / 8
+  xs = rng.uniform(0.5, 2, m).astype(np.float32) / 32
+  ws = rng.uniform(0.5, 2, n).astype(np.float32) / 32
   b = rng.normal(size=n).astype(np.float32)
-  xp, wp = pack_int4_np(xq), pack_int4_np(wq)
-  cfg = {"default_ws": hopper_w4a4.DEFAULT, "fused": hopper_w4a4.FUSED, "prepass": hopper_w4a4.PREPASS}[variant]
-  out = hopper_w4a4.w4a4_matmul(jnp.asarray(xp), jnp.asarray(xs), jnp.asarray(wp), jnp.asarray(ws),
-                                jnp.asarray(b), gelu, out_dtype=out_dtype, config=cfg)
-  assert out.shape == (m, n) and out.dtype == out_dtype
-  _check(out, w4a4_matmul_ref(xp, xs, wp, ws, b, gelu=gelu), out_dtype)
+  w = ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), "w4a4")
+  out = ops.w4a4_matmul(jnp.asarray(pack_int4_np(xq)), jnp.asarray(xs), w, jnp.asarray(ws), jnp.asarray(b), gelu,
+                        backend=path)
+  assert out.shape == (m, n) and out.dtype == jnp.bfloat16
+  _check_int(out, xq, xs, wq, ws, b, gelu, seed, f"w4a4 {path}")
 
 
-@pytest.mark.parametrize("m,n,k", [(200, 1024, 1024), (3072, 4096, 1024)])
-@pytest.mark.parametrize("out_dtype", [jnp.bfloat16])
-@pytest.mark.parametrize("gelu", [False, True])
-@pytest.mark.parametrize("single_wg", [False, True])
-def test_w8a8(m, n, k, out_dtype, gelu, single_wg):
-  rng = np.random.default_rng()
+@pytest.mark.parametrize("path", ["mosaic_fp8", "mosaic_fp8_promote", "xla_fp8", "mosaic_ws"])
+@pytest.mark.parametrize("case", ["all_minus8", "odd_low_bits"])
+def test_w4a4_integer_sums_exact_at_largest_k(path, case):
+  """Integer part exact at K = 4096 (the largest benchmarked K) with worst-case magnitudes.
+
+  all_minus8: every product 64, sums 2^18. odd_low_bits: x = 7, w random in {-8, -7}: sums near -2^17.7 whose
+  low bits all matter (what a reduced-precision FP8 accumulator loses). Every row of x is the same, so the exact
+  sum E depends on n only; with unit scales and bias = -E[n] the f32 epilogue gives exactly 0 where the sum is
+  exact and the (integer) error itself elsewhere, which bf16 represents exactly: out must be all zeros.
+  """
+  rng, seed = fresh_rng()
+  m, n, k = 256, 256, 4096
+  if case == "all_minus8":
+    xq, wq = np.full((m, k), -8, np.int8), np.full((n, k), -8, np.int8)
+  else:
+    xq, wq = np.full((m, k), 7, np.int8), rng.integers(-8, -6, (n, k)).astype(np.int8)
+  exact = reference.exact_int_matmul(xq[:1], wq)[0]
+  assert np.abs(exact).max() >= 2 ** 17
+  out = ops.w4a4_matmul(jnp.asarray(pack_int4_np(xq)), jnp.ones(m, jnp.float32),
+                        ops.prepare_weight(jnp.asarray(pack_int4_np(wq))), jnp.ones(n, jnp.float32),
+                        jnp.asarray(-exact.astype(np.float32)), backend=path)
+  out = np.asarray(out).astype(np.float64)
+  bad = np.argwhere(out != 0)
+  assert not bad.size, (f"{path} {case}: {len(bad)} sums off, e.g. by {out[tuple(bad[0])]} at {bad[0]} of "
+                        f"{exact[bad[0][1]]} (K={k}) seed={seed}")
+
+
+@pytest.mark.parametrize("path", ["mosaic_ws", "xla_int8"])
+@pytest.mark.parametrize("m,n,k,gelu", [(200, 1024, 1024, True), (3072, 4096, 1024, False)])
+def test_w8a8_paths(path, m, n, k, gelu):
+  rng, seed = fresh_rng()
   xq, wq = _ints(rng, (m, k), 8), _ints(rng, (n, k), 8)
-  xs = rng.uniform(0.5, 2, m).astype(np.float32) / 128
-  ws = rng.uniform(0.5, 2, n).astype(np.float32) / 128
+  xs = rng.uniform(0.5, 2, m).astype(np.float32) / 512
+  ws = rng.uniform(0.5, 2, n).astype(np.float32) / 512
   b = rng.normal(size=n).astype(np.float32)
-  out = hopper_w8a8.w8a8_matmul(jnp.asarray(xq), jnp.asarray(xs), jnp.asarray(wq), jnp.asarray(ws),
-                                jnp.asarray(b), gelu, out_dtype=out_dtype,
-                                config=hopper_w8a8.SINGLE_WG if single_wg else None)
-  _check(out, w8a8_matmul_ref(xq, xs, wq, ws, b, gelu=gelu), out_dtype)
+  out = ops.w8a8_matmul(*map(jnp.asarray, (xq, xs, wq, ws, b)), gelu, backend=path)
+  _check_int(out, xq, xs, wq, ws, b, gelu, seed, f"w8a8 {path}")
 
 
+@pytest.mark.parametrize("path", ["mosaic", "xla_int4w"])
 @pytest.mark.parametrize("m,n,k", [(1, 4096, 4096), (16, 4096, 4096), (5, 1024, 4096), (16, 28672, 8192)])
-@pytest.mark.parametrize("group_size", [None, 128, 1024])
-def test_w4a16(m, n, k, group_size):
-  rng = np.random.default_rng()
-  x = rng.normal(size=(m, k)).astype(jnp.bfloat16)
+@pytest.mark.parametrize("group_size", [None, 128])
+def test_w4a16_paths(path, m, n, k, group_size):
+  rng, seed = fresh_rng()
+  x = rng.normal(size=(m, k)).astype(np.float32)
+  xb = jnp.asarray(x, jnp.bfloat16)
   wq = _ints(rng, (n, k), 4)
   ws_shape = (n,) if group_size is None else (n, k // group_size)
   ws = rng.uniform(0.5, 2, ws_shape).astype(np.float32) / 8
   b = rng.normal(size=n).astype(np.float32)
-  wp = pack_int4_np(wq)
-  if not hopper_w4a16.can_use(m, n, k, w_scale_shape=ws.shape):
-    pytest.skip(f"config does not cover {m=} {n=} {k=} {group_size=}")
-  out = hopper_w4a16.w4a16_matmul(jnp.asarray(x), jnp.asarray(wp), jnp.asarray(ws), jnp.asarray(b),
-                                  jnp.bfloat16, gelu=True)
-  ref = w4a16_matmul_ref(np.asarray(x, np.float32), wp, ws, b, gelu=True)
-  # bf16 weights-times-scale in registers (per-group) and bf16 output: 1e-2 of max|ref|
-  _check(out, ref, jnp.bfloat16)
+  w = ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), "w4a16")
+  out = ops.w4a16_matmul(xb, w, jnp.asarray(ws), jnp.asarray(b), gelu=True, backend=path)
+  xf = np.asarray(xb.astype(jnp.float32), np.float64)
+  ws2 = ws.astype(np.float64).reshape(n, -1)
+  wf = (wq.astype(np.float64).reshape(n, ws2.shape[1], -1) * ws2[:, :, None]).reshape(n, k)
+  pre = xf @ wf.T + b[None, :]
+  y = reference.gelu_erf_f64(pre)
+  mag = np.abs(xf) @ np.abs(wf).T
+  # f32 accumulation over K in any order (K eps), per-group weights scaled in bf16 in registers (2^-8 relative)
+  acc_err = (k * reference.F32_EPS + (2.0 ** -8 if group_size else 0.0)) * mag
+  bound = 1.13 * acc_err + reference.epilogue_bound(mag * 0, b, y, np.dtype(out.dtype), gelu=True)
+  reference.check_gemm_output(np.asarray(out), y, bound, what=f"w4a16 {path}", seed=seed)
 
 
-def test_int_gemms_refuse_f32_output():
-  assert not hopper_w8a8.can_use(3072, 1024, 1024, out_dtype=jnp.float32)
-  assert not hopper_w4a4.can_use(3072, 1024, 1024, out_dtype=jnp.float32)
-  x = jnp.zeros((128, 512), jnp.int8)
-  with pytest.raises(ValueError, match="bf16 only"):
-    hopper_w8a8.w8a8_matmul(x, jnp.ones(128), jnp.zeros((256, 512), jnp.int8), jnp.ones(256), None, False,
-                            out_dtype=jnp.float32)
+def test_auto_picks_a_checked_path_and_logs_it():
+  rng, seed = fresh_rng()
+  m, n, k = 3072, 4096, 1024
+  xq, wq = _ints(rng, (m, k), 4), _ints(rng, (n, k), 4)
+  xs = rng.uniform(0.5, 2, m).astype(np.float32) / 32
+  ws = rng.uniform(0.5, 2, n).astype(np.float32) / 32
+  b = rng.normal(size=n).astype(np.float32)
+  path = ops.choose_path("w4a4", "auto", False, m, n, k, (n,), jnp.bfloat16)
+  assert path in ops.PATHS["w4a4"]
+  out = ops.w4a4_matmul(jnp.asarray(pack_int4_np(xq)), jnp.asarray(xs), jnp.asarray(pack_int4_np(wq)),
+                        jnp.asarray(ws), jnp.asarray(b))
+  _check_int(out, xq, xs, wq, ws, b, False, seed, f"w4a4 auto={path}")
