@@ -22,7 +22,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from int4jax import glue_task  # pylint: disable=g-import-not-at-top
+  from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top
   now, meta = glue_task.evaluate_best(FLAGS.workdir)
   name = meta["metric_name"]
   logged = meta["metrics"][name]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax import lm_task
+from int4jax.tasks import lm as lm_task
 from int4jax import tokenizers
 from int4jax.models import gpt2
 

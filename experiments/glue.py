@@ -93,7 +93,7 @@ def _overrides() -> dict:
 
 
 def run_one(bits: str, workdir: str, teacher: str | None) -> dict:
-  from int4jax import glue_task  # pylint: disable=g-import-not-at-top  (flags parse before jax starts)
+  from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top  (flags parse before jax starts)
   cfg = glue_task.resolve_config(FLAGS.task, FLAGS.model, bits, quant_mode=FLAGS.quant_mode, teacher=teacher,
                                  data_dir=FLAGS.data_dir, **_overrides())
   exp = glue_task.build_experiment(cfg)

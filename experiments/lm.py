@@ -27,9 +27,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from int4jax import lm_task
+from int4jax.tasks import lm as lm_task
 from int4jax.data import lm as lm_data
-from int4jax.lm_pipeline import BITS, LMRunConfig, run
+from int4jax.tasks.lm import BITS, LMRunConfig, run
 
 # ------------------------------------------------------------------------------------------------------------------
 # Flags

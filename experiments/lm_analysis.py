@@ -20,8 +20,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from int4jax import lm_analysis
-from int4jax import lm_task
+from int4jax.analysis import lm_failure as lm_analysis
+from int4jax.tasks import lm as lm_task
 from int4jax import tokenizers
 from int4jax.data import lm as lm_data
 

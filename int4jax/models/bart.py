@@ -45,21 +45,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax.layers import QDense
+from int4jax.nn.dense import QDense
 from int4jax.models import hf
-from int4jax.models import registry
-from int4jax.models.attention import MultiHeadAttention, padding_mask, update_decode_state
+from int4jax.models.family import Family, replace_config
+from int4jax.nn.common import ACTIVATIONS, check_activation, layer_norm
+from int4jax.nn.attention import MultiHeadAttention, padding_mask, update_decode_state
 from int4jax.models.outputs import Seq2SeqOutput, Taps
 from int4jax.quant.policy import QuantPolicy
 
 POSITION_OFFSET = 2   # HF BartLearnedPositionalEmbedding: rows 0 and 1 are never used by positions
-
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),   # erf GELU, BART's default
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class BartConfig:
@@ -89,8 +83,7 @@ class BartConfig:
     for heads in ("encoder_attention_heads", "decoder_attention_heads"):
       if self.d_model % getattr(self, heads):
         raise ValueError(f"d_model={self.d_model} must be a multiple of {heads}={getattr(self, heads)}")
-    if self.activation_function not in ACTIVATIONS:
-      raise ValueError(f"activation_function={self.activation_function!r} is not one of {sorted(ACTIVATIONS)}")
+    check_activation(self.activation_function, "activation_function")
 
   @property
   def embed_scale(self) -> float:
@@ -133,8 +126,7 @@ class BartEncoderOutput:
 
 
 def _layer_norm(config: BartConfig, name: str) -> nn.LayerNorm:
-  # Two-pass variance, as torch computes it (the fast E[x^2]-E[x]^2 form costs parity digits).
-  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.dtype, use_fast_variance=False, name=name)
+  return layer_norm(config.layer_norm_epsilon, config.dtype, name)
 
 
 def _attention(config: BartConfig, heads: int, causal: bool, name: str) -> MultiHeadAttention:
@@ -343,7 +335,7 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides) -> BartConfig:
   defaults = BartConfig()
   kwargs = {k: hf_config.get(k, getattr(defaults, k)) for k in _HF_FIELDS}
   config = BartConfig(**kwargs)
-  return registry.replace_config(config, overrides, "BART config.json")
+  return replace_config(config, overrides, "BART config.json")
 
 
 def hf_mapping(config: BartConfig, prefix: str = "model.") -> dict[str, hf.Ref]:
@@ -401,7 +393,7 @@ def _load_params(config, task, hf_config, tensors, rng, source):
   return params_from_hf(config, tensors, source)
 
 
-registry.register(registry.Family(
+FAMILY = Family(
     name="bart", presets=PRESETS, config_from_hf=config_from_hf,
     build=lambda config, task: BartForConditionalGeneration(config), load_params=_load_params,
-    tasks=("conditional_generation",), default_task=lambda hf_config: "conditional_generation"))
+    tasks=("conditional_generation",), default_task=lambda hf_config: "conditional_generation")

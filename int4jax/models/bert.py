@@ -27,10 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from int4jax.models import hf
-from int4jax.models import registry
-from int4jax.models.attention import MultiHeadAttention, padding_mask
+from int4jax.models.family import Family, replace_config
+from int4jax.nn.common import ACTIVATIONS, check_activation, layer_norm
+from int4jax.nn.attention import MultiHeadAttention, padding_mask
 from int4jax.models.outputs import ModelOutput, Taps
-from int4jax.layers import QDense
+from int4jax.nn.dense import QDense
 from int4jax.quant.policy import QuantPolicy
 
 _INIT = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range
@@ -61,20 +62,11 @@ class BertConfig:
       raise ValueError(f"problem_type must be 'classification' or 'regression', got {self.problem_type!r}")
     if self.problem_type == "regression" and self.num_labels != 1:
       raise ValueError(f"regression needs num_labels == 1, got {self.num_labels=}")
-    if self.hidden_act not in _ACTIVATIONS:
-      raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+    check_activation(self.hidden_act, "hidden_act")
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
-
-
-_ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
-    "relu": nn.relu,
-}
 
 
 def _preset(**kw):
@@ -100,8 +92,7 @@ class BertModelOutput(ModelOutput):
 
 
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
-  # Two-pass variance, as torch computes it (the fast E[x^2]-E[x]^2 form costs ~1e-5 of parity).
-  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.dtype, use_fast_variance=False, name=name)
+  return layer_norm(config.layer_norm_eps, config.dtype, name)
 
 
 class BertEmbeddings(nn.Module):
@@ -137,7 +128,7 @@ class BertLayer(nn.Module):
     x = _layer_norm(cfg, "attention_norm")(x + attn)
     h = QDense(cfg.intermediate_size, policy=cfg.policy, gemm="ffn_in", dtype=cfg.dtype, kernel_init=_INIT,
                name="intermediate")(x)
-    h = _ACTIVATIONS[cfg.hidden_act](h)
+    h = ACTIVATIONS[cfg.hidden_act](h)
     h = QDense(cfg.hidden_size, policy=cfg.policy, gemm="ffn_out", dtype=cfg.dtype, kernel_init=_INIT,
                name="output")(h)
     h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
@@ -303,6 +294,6 @@ def load_params(config: BertConfig, task: str, hf_config: Mapping[str, Any], ten
                           new_ok=(r"^pooler/", r"^classifier/"), ignore=ignore, source=source)
 
 
-registry.register(registry.Family(
+FAMILY = Family(
     name="bert", presets=PRESETS, config_from_hf=config_from_hf, build=build, load_params=load_params, tasks=TASKS,
-    default_task=default_task))
+    default_task=default_task)

@@ -42,10 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax.layers import QDense
+from int4jax.nn.dense import QDense
 from int4jax.models import hf
-from int4jax.models import registry
-from int4jax.models.attention import MultiHeadAttention, padding_mask, update_decode_state
+from int4jax.models.family import Family, replace_config
+from int4jax.nn.common import ACTIVATIONS, layer_norm
+from int4jax.nn.attention import MultiHeadAttention, padding_mask, update_decode_state
 from int4jax.models.outputs import ModelOutput, Taps
 from int4jax.quant.policy import QuantPolicy
 
@@ -98,8 +99,7 @@ PRESETS = {"gpt2_base": gpt2_base, "gpt2_medium": gpt2_medium, "gpt2_tiny": gpt2
 
 
 def _layer_norm(config: GPT2Config, name: str) -> nn.LayerNorm:
-  # Two-pass variance (as torch computes it): the fast E[x^2]-E[x]^2 form costs parity digits.
-  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.dtype, use_fast_variance=False, name=name)
+  return layer_norm(config.layer_norm_epsilon, config.dtype, name)
 
 
 class GPT2MLP(nn.Module):
@@ -109,7 +109,7 @@ class GPT2MLP(nn.Module):
   def __call__(self, x, *, deterministic: bool):
     c = self.config
     h = QDense(c.inner_dim, policy=c.policy, gemm="ffn_in", dtype=c.dtype, name="c_fc")(x)
-    h = jax.nn.gelu(h, approximate=True)   # HF "gelu_new": the tanh approximation
+    h = ACTIVATIONS["gelu_new"](h)   # HF "gelu_new": the tanh approximation
     self.sow("intermediates", "ffn_out_input", h)
     h = QDense(c.n_embd, policy=c.policy, gemm="ffn_out", dtype=c.dtype, name="c_proj")(h)
     return nn.Dropout(c.resid_pdrop)(h, deterministic=deterministic)
@@ -222,7 +222,7 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides) -> GPT2Config:
       n_layer=hf_config["n_layer"], n_head=hf_config["n_head"], n_inner=hf_config.get("n_inner"),
       layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-5), resid_pdrop=hf_config.get("resid_pdrop", 0.1),
       embd_pdrop=hf_config.get("embd_pdrop", 0.1), attn_pdrop=hf_config.get("attn_pdrop", 0.1))
-  return registry.replace_config(config, overrides, "GPT-2 config.json")
+  return replace_config(config, overrides, "GPT-2 config.json")
 
 
 def hf_mapping(config: GPT2Config, prefix: str = "transformer.") -> dict[str, hf.Ref]:
@@ -264,6 +264,6 @@ def _load_params(config, task, hf_config, tensors, rng, source):
   return params_from_hf(config, tensors, source)
 
 
-registry.register(registry.Family(
+FAMILY = Family(
     name="gpt2", presets=PRESETS, config_from_hf=config_from_hf, build=lambda config, task: GPT2LMHeadModel(config),
-    load_params=_load_params, tasks=("lm",), default_task=lambda hf_config: "lm"))
+    load_params=_load_params, tasks=("lm",), default_task=lambda hf_config: "lm")

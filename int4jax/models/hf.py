@@ -272,12 +272,6 @@ def assign_params(
   return unflatten(out)
 
 
-def load_pretrained(path_or_name, **kwargs):
-  """Same as `int4jax.models.registry.load_pretrained` (kept here as the architecture doc names it)."""
-  from int4jax.models import registry  # pylint: disable=g-import-not-at-top
-  return registry.load_pretrained(path_or_name, **kwargs)
-
-
 def check_tied(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], source: str) -> None:
   """Tied tensors stored under several names must be equal: the Flax models keep one copy."""
   present = [n for n in names if n in tensors]

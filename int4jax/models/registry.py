@@ -1,7 +1,7 @@
 """Model families by name: presets, configs from config.json, and `load_pretrained`.
 
-Each family module (bert.py, gpt2.py, bart.py) calls `register(Family(...))` at import time; this module
-imports them lazily, so it never depends on a family at import and a family may import it freely.
+An explicit table: each family module (bert.py, gpt2.py, bart.py) defines `FAMILY`, a `family.Family`, and this
+module lists them. Imports run one way (registry -> families -> family.py, hf.py), so there is no cycle.
 
     config = get_config("bert_base", policy=make_policy("w4a4"), num_labels=3)
     config = get_config("/path/to/hf_checkpoint_dir", policy=...)      # from config.json
@@ -11,60 +11,20 @@ imports them lazily, so it never depends on a family at import and a family may 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 
-from int4jax.models import hf
+from int4jax.models import bart, bert, gpt2, hf
+from int4jax.models.family import Family, check_fields
 
-# Modules that define families, imported on first use. A family file that is not written yet is skipped.
-FAMILY_MODULES = ("int4jax.models.bert", "int4jax.models.gpt2", "int4jax.models.bart")
-
-
-@dataclasses.dataclass(frozen=True)
-class Family:
-  """What the registry needs to know about one model family.
-
-  name: the config.json "model_type" it handles ("bert", "gpt2", "bart").
-  presets: preset name -> config factory: zero-argument, or taking field overrides as **kwargs
-    (`bert_tiny(num_labels=1)`) when a preset derives dependent fields (BERT: num_labels 1 -> regression).
-  config_from_hf: (config.json dict, **overrides) -> the family's frozen config dataclass.
-  build: (config, task) -> an (uninitialised) Linen module.
-  load_params: (config, task, config.json dict, tensors, rng, source) -> params (strict mapping, see hf.assign_params).
-  tasks: task names accepted by `build`; default_task(config.json dict) picks one from "architectures".
-  """
-  name: str
-  presets: Mapping[str, Callable[..., Any]]
-  config_from_hf: Callable[..., Any]
-  build: Callable[[Any, str], Any]
-  load_params: Callable[..., Any]
-  tasks: tuple[str, ...]
-  default_task: Callable[[Mapping[str, Any]], str]
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register(family: Family) -> Family:
-  FAMILIES[family.name] = family
-  return family
-
-
-def _ensure_registered() -> None:
-  for module in FAMILY_MODULES:
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as e:
-      if e.name != module:  # a real missing dependency inside the family, not the family itself
-        raise
+FAMILIES: dict[str, Family] = {f.name: f for f in (bert.FAMILY, gpt2.FAMILY, bart.FAMILY)}
 
 
 def family(model_type: str) -> Family:
-  _ensure_registered()
   if model_type not in FAMILIES:
     raise ValueError(f"model_type {model_type!r} is not supported; known: {sorted(FAMILIES)}")
   return FAMILIES[model_type]
@@ -72,18 +32,16 @@ def family(model_type: str) -> Family:
 
 def presets() -> dict[str, str]:
   """preset name -> family name."""
-  _ensure_registered()
   return {p: f.name for f in FAMILIES.values() for p in f.presets}
 
 
 def get_config(preset_or_path: str | os.PathLike, **overrides) -> Any:
   """A family config from a preset name or a HF checkpoint directory / cached hub name, with field overrides."""
-  _ensure_registered()
   for fam in FAMILIES.values():
     if str(preset_or_path) in fam.presets:
       make = fam.presets[str(preset_or_path)]
       config = make()
-      _check_fields(config, overrides, str(preset_or_path))
+      check_fields(config, overrides, str(preset_or_path))
       takes_overrides = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(make).parameters.values())
       return make(**overrides) if takes_overrides else dataclasses.replace(config, **overrides)
   try:
@@ -124,16 +82,3 @@ def _model_type(hf_config: Mapping[str, Any], ckpt_dir) -> str:
   if "model_type" not in hf_config:
     raise ValueError(f"{os.path.join(str(ckpt_dir), hf.CONFIG_NAME)!r} has no 'model_type'")
   return hf_config["model_type"]
-
-
-def _check_fields(config, overrides: Mapping[str, Any], what: str) -> None:
-  names = {f.name for f in dataclasses.fields(config)}
-  unknown = sorted(set(overrides) - names)
-  if unknown:
-    raise ValueError(f"unknown config field(s) {unknown} for {what} ({type(config).__name__})")
-
-
-def replace_config(config, overrides: Mapping[str, Any], what: str):
-  """dataclasses.replace with unknown field names reported as ValueError (families use it in config_from_hf)."""
-  _check_fields(config, overrides, what)
-  return dataclasses.replace(config, **overrides)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from int4jax import glue_task
+from int4jax.tasks import glue as glue_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = dict(max_train_examples=256, eval_every_steps=8, log_every_steps=4, batch_size=16)

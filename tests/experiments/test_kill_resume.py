@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax import checkpoint, glue_task, train
+from int4jax.tasks import glue as glue_task
+from int4jax.train import checkpoint
+from int4jax.train import loop as train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, CKPT_EVERY, EVAL_EVERY = 40, 2, 4

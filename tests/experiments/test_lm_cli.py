@@ -12,7 +12,7 @@ import pytest
 
 from experiments import generate as generate_lib
 from experiments import lm
-from int4jax import lm_pipeline
+from int4jax.tasks import lm as lm_pipeline
 from int4jax.models import gpt2
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

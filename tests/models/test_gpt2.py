@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax.layers import QUANT_TAPS
+from int4jax.nn.dense import QUANT_TAPS
 from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import gpt2
 from int4jax.quant.policy import make_policy

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from int4jax.layers import QDense
+from int4jax.nn.dense import QDense
 from int4jax.quant.policy import QuantPolicy
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax import lm_task
+from int4jax.tasks import lm as lm_task
 from int4jax.data import lm
 from int4jax.models import gpt2
 from int4jax.quant.policy import make_policy

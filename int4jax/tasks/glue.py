@@ -32,7 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from int4jax import checkpoint, distill, metrics, train
+from int4jax import metrics
+from int4jax.train import checkpoint, distill
+from int4jax.train import loop as train
 from int4jax.data import ArrayBatchSource, eval_batches, glue as glue_data, synthetic
 from int4jax.models import registry
 from int4jax.models.outputs import Taps

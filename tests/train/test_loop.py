@@ -13,10 +13,11 @@ import numpy as np
 import optax
 import pytest
 
-from int4jax import checkpoint, train
+from int4jax.train import checkpoint
+from int4jax.train import loop as train
 from int4jax.data import ArrayBatchSource, eval_batches
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ToyTask:
@@ -174,7 +175,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     import jax
-    import test_train as t
+    import test_loop as t
     result = t.run({workdir!r}, num_steps=6)
     rows = [json.loads(l) for l in open({workdir!r} + "/metrics.jsonl") if '"train"' in l]
     print("RESULT", json.dumps({{"devices": jax.device_count(), "loss": [r["loss"] for r in rows],
@@ -184,7 +185,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
 
 def _run_with_devices(n, workdir):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-  script = _MULTI_DEVICE_SCRIPT.format(repo=REPO, tests=os.path.join(REPO, "tests"), workdir=str(workdir))
+  script = _MULTI_DEVICE_SCRIPT.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__)), workdir=str(workdir))
   out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")][-1]

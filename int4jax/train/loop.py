@@ -48,7 +48,7 @@ import tqdm
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from int4jax import checkpoint
+from int4jax.train import checkpoint
 
 # Incremented each time a step function is traced; the no-retrace test reads it.
 TRACE_COUNTS: collections.Counter = collections.Counter()

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax import distill
+from int4jax.train import distill
 
 
 def np_log_softmax(x):

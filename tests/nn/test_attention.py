@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax.models.attention import MultiHeadAttention, attention_core, causal_mask, padding_mask
+from int4jax.nn.attention import MultiHeadAttention, attention_core, causal_mask, padding_mask
 
 ATOL = 1e-5  # float32, same arithmetic up to summation order
 

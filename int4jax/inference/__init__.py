@@ -1,0 +1,1 @@
+"""Inference: packed checkpoints, the integer engine, decoding."""

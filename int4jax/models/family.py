@@ -1,0 +1,44 @@
+"""What the registry knows about one model family, and the config-override check every family uses.
+
+Kept apart from `registry.py` so that a family module imports this file and the registry imports the families:
+imports run one way (registry -> family modules -> family.py), with no cycle.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """What the registry needs to know about one model family.
+
+  name: the config.json "model_type" it handles ("bert", "gpt2", "bart").
+  presets: preset name -> config factory: zero-argument, or taking field overrides as **kwargs
+    (`bert_tiny(num_labels=1)`) when a preset derives dependent fields (BERT: num_labels 1 -> regression).
+  config_from_hf: (config.json dict, **overrides) -> the family's frozen config dataclass.
+  build: (config, task) -> an (uninitialised) Linen module.
+  load_params: (config, task, config.json dict, tensors, rng, source) -> params (strict mapping, see hf.assign_params).
+  tasks: task names accepted by `build`; default_task(config.json dict) picks one from "architectures".
+  """
+  name: str
+  presets: Mapping[str, Callable[..., Any]]
+  config_from_hf: Callable[..., Any]
+  build: Callable[[Any, str], Any]
+  load_params: Callable[..., Any]
+  tasks: tuple[str, ...]
+  default_task: Callable[[Mapping[str, Any]], str]
+
+
+def check_fields(config, overrides: Mapping[str, Any], what: str) -> None:
+  names = {f.name for f in dataclasses.fields(config)}
+  unknown = sorted(set(overrides) - names)
+  if unknown:
+    raise ValueError(f"unknown config field(s) {unknown} for {what} ({type(config).__name__})")
+
+
+def replace_config(config, overrides: Mapping[str, Any], what: str):
+  """dataclasses.replace with unknown field names reported as ValueError (families use it in config_from_hf)."""
+  check_fields(config, overrides, what)
+  return dataclasses.replace(config, **overrides)

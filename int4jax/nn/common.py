@@ -1,0 +1,25 @@
+"""Layer norm and the activation table: one definition each, used by every model family."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+# HF activation names -> functions. "gelu" is the exact erf GELU; "gelu_new" and "gelu_pytorch_tanh" are the same
+# tanh approximation (HF names it twice).
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def check_activation(name: str, field: str) -> None:
+  """ValueError naming the config field when `name` is not in ACTIVATIONS."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"{field}={name!r} is not one of {sorted(ACTIVATIONS)}")
+
+
+def layer_norm(epsilon: float, dtype, name: str) -> nn.LayerNorm:
+  """LayerNorm with two-pass variance, as torch computes it: the fast E[x^2]-E[x]^2 form costs ~1e-5 of parity."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
