@@ -24,7 +24,8 @@ def _on_hopper():
 
 pytestmark = pytest.mark.skipif(not _on_hopper(), reason="needs an sm_90 (Hopper) GPU; CI runs none")
 
-W4A4_PATHS = ["mosaic_fp8", "mosaic_fp8_promote", "mosaic_ws", "xla_fp8", "xla_int8", "xla_bf16"]
+# xla_fp8 is not here: it is inexact (ops.INEXACT; measured in test_xla_fp8_loses_low_bits_at_large_k).
+W4A4_PATHS = ["mosaic_fp8", "mosaic_fp8_promote", "mosaic_ws", "xla_int8", "xla_bf16"]
 
 
 def _ints(rng, shape, bits):
@@ -55,7 +56,7 @@ def test_w4a4_paths(path, m, n, k, gelu):
   _check_int(out, xq, xs, wq, ws, b, gelu, seed, f"w4a4 {path}")
 
 
-@pytest.mark.parametrize("path", ["mosaic_fp8", "mosaic_fp8_promote", "xla_fp8", "mosaic_ws"])
+@pytest.mark.parametrize("path", ["mosaic_fp8", "mosaic_fp8_promote", "mosaic_ws", "xla_int8", "xla_bf16"])
 @pytest.mark.parametrize("case", ["all_minus8", "odd_low_bits"])
 def test_w4a4_integer_sums_exact_at_largest_k(path, case):
   """Integer part exact at K = 4096 (the largest benchmarked K) with worst-case magnitudes.
@@ -131,3 +132,17 @@ def test_auto_picks_a_checked_path_and_logs_it():
   out = ops.w4a4_matmul(jnp.asarray(pack_int4_np(xq)), jnp.asarray(xs), jnp.asarray(pack_int4_np(wq)),
                         jnp.asarray(ws), jnp.asarray(b))
   _check_int(out, xq, xs, wq, ws, b, False, seed, f"w4a4 auto={path}")
+
+
+def test_xla_fp8_loses_low_bits_at_large_k():
+  """Why ops.INEXACT holds xla_fp8: XLA's FP8 GEMM (cuBLAS) on all -8 x all +7 rows at K = 4096 (sum -229376) was off
+  by about 6% on the H200 (run 5 of NOTES.md). If this ever passes, the exclusion can be revisited."""
+  assert ("w4a4", "xla_fp8") in ops.INEXACT
+  m = n = 64
+  k = 4096
+  xq = np.full((m, k), -8, np.int8)
+  wq = np.full((n, k), 7, np.int8)
+  out = ops.w4a4_matmul(jnp.asarray(pack_int4_np(xq)), jnp.ones(m, jnp.float32),
+                        ops.prepare_weight(jnp.asarray(pack_int4_np(wq))), jnp.ones(n, jnp.float32),
+                        jnp.full((n,), 229376.0, jnp.float32), backend="xla_fp8")
+  assert np.any(np.asarray(out).astype(np.float64) != 0), "xla_fp8 was exact here: re-measure and revisit INEXACT"
