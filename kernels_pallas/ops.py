@@ -57,9 +57,10 @@ PATHS = {
     "w4a16": ("mosaic", "xla_int4w", "xla_bf16", "triton"),
     "quantize_rows": ("triton", "xla"),
 }
-# Paths that are not exact for every valid operand (measured): never chosen by "auto", only when named.
-# xla_fp8: cuBLAS's FP8 GEMM lost up to 6% on all -8 x all +7 rows at K = 4096 on the H200 (NOTES.md, run 5).
-INEXACT = {("w4a4", "xla_fp8")}
+# Paths that are not exact for every valid operand (measured on the H200, NOTES.md runs 5-6): never chosen by
+# "auto", only when named. Hopper's FP8 tensor cores do not keep a full f32 sum: XLA's FP8 GEMM gave -215040 for
+# -229376 at K = 4096, and the Mosaic FP8 kernel without promotion was off by 8384 of -214872 (x = 7, w in {-8, -7}).
+INEXACT = {("w4a4", "xla_fp8"), ("w4a4", "mosaic_fp8")}
 FAMILY_DEFAULT = {"w4a4": {"mosaic": "mosaic_ws", "xla": "xla_int8"},
                   "w8a8": {"mosaic": "mosaic_ws", "xla": "xla_int8"},
                   "w4a16": {"mosaic": "mosaic", "xla": "xla_bf16"},
@@ -137,16 +138,15 @@ def load_table(device_kind: str) -> dict | None:
 
 
 def ranked_paths(table: dict, op: str, m: int, n: int, k: int) -> list[str]:
-  """Paths of the table's closest entry, fastest first: same op; the nearest (N, K) in log scale; then the smallest
-  benchmarked M >= m (the largest if m is beyond every benchmarked M)."""
+  """Paths of the table's closest entry, fastest first: same op; the nearest (N, K) in log scale; then the nearest
+  benchmarked M in log scale (ties go to the larger M)."""
   rows = [e for e in table["entries"] if e["op"] == op]
   if not rows:
     return []
   dist = lambda e: abs(math.log(e["n"] / n)) + abs(math.log(e["k"] / k))
   best = min(dist(e) for e in rows)
   rows = [e for e in rows if dist(e) == best]
-  above = [e for e in rows if e["m"] >= m]
-  e = min(above, key=lambda e: e["m"]) if above else max(rows, key=lambda e: e["m"])
+  e = min(rows, key=lambda e: (abs(math.log(e["m"] / max(m, 1))), -e["m"]))
   return [p for p, _ in e["ranked"]]
 
 

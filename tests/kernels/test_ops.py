@@ -58,7 +58,8 @@ def test_table_lookup_nearest_shape_and_m_class():
       {"op": "w4a4", "m": 3072, "n": 1024, "k": 1024, "ranked": [["mosaic_fp8", 7.0], ["xla_fp8", 8.0]]},
       {"op": "w4a4", "m": 3072, "n": 4096, "k": 1024, "ranked": [["xla_fp8", 19.0], ["mosaic_fp8", 20.0]]}]}
   assert ops.ranked_paths(table, "w4a4", 16, 1024, 1024)[0] == "xla_int8"
-  assert ops.ranked_paths(table, "w4a4", 33, 1024, 1024)[0] == "mosaic_fp8"     # next benchmarked M up
+  assert ops.ranked_paths(table, "w4a4", 128, 1024, 1024)[0] == "xla_int8"     # nearest M in log scale
+  assert ops.ranked_paths(table, "w4a4", 512, 1024, 1024)[0] == "mosaic_fp8"
   assert ops.ranked_paths(table, "w4a4", 99999, 1024, 1024)[0] == "mosaic_fp8"  # beyond: the largest M
   assert ops.ranked_paths(table, "w4a4", 3072, 3800, 1024)[0] == "xla_fp8"      # nearest (N, K)
   assert ops.ranked_paths(table, "w8a8", 3072, 1024, 1024) == []
@@ -77,3 +78,12 @@ def test_committed_tables_name_real_paths(path):
     assert e["op"] in ops.PATHS and e["ranked"], e
     times = [t for _, t in e["ranked"]]
     assert times == sorted(times) and all(p in ops.PATHS[e["op"]] for p, _ in e["ranked"]), e
+
+
+def test_auto_never_picks_an_inexact_path(monkeypatch):
+  """Even where the table ranks an inexact path first, "auto" skips it (and the bench never ranks one)."""
+  table = {"entries": [{"op": "w4a4", "m": 32, "n": 64, "k": 64, "ranked": [["xla_fp8", 1.0], ["xla_int8", 2.0]]}]}
+  monkeypatch.setattr(ops, "_is_sm90", lambda: True)
+  monkeypatch.setattr(ops, "load_table", lambda kind: table)
+  assert ops.choose_path("w4a4", "auto", False, 32, 64, 64, (64,)) == "xla_int8"
+  assert ("w4a4", "xla_fp8") in ops.INEXACT and ("w4a4", "mosaic_fp8") in ops.INEXACT
