@@ -4,9 +4,9 @@ own paths); `kernels_pallas.reference` holds one exact NumPy reference per op; `
 `triton/` the portable ones; the packed layout is defined in `int4jax.quant.formats`.
 """
 
-from kernels_pallas.ops import (PreparedWeight, prepare_weight, quantize_rows, w4a4_matmul, w4a16_matmul,
+from kernels_pallas.ops import (PreparedWeight, matmul, prepare_weight, quantize_rows, w4a4_matmul, w4a16_matmul,
                                 w8a8_matmul)
 from kernels_pallas.triton.common import MatmulConfig
 
-__all__ = ["MatmulConfig", "PreparedWeight", "prepare_weight", "quantize_rows", "w4a4_matmul", "w4a16_matmul",
+__all__ = ["MatmulConfig", "PreparedWeight", "matmul", "prepare_weight", "quantize_rows", "w4a4_matmul", "w4a16_matmul",
            "w8a8_matmul"]

@@ -4,6 +4,7 @@
     w = ops.prepare_weight(w_packed, "w4a4")          # optional, once at export/load time
     q, s = ops.quantize_rows(h, 4, ln_gamma, ln_beta)  # packed int4 activations + per-token scales
     y = ops.w4a4_matmul(q, s, w, w_scale, bias, gelu=True)
+    y = ops.matmul(q, w, w_scale, x_scale=s, bias=bias, gelu=True)  # the same, op chosen by the operand types
 
 Operands (layout defined once in `int4jax.quant.formats`): packed int4 is (rows, K/2) uint8, element 2i in the low
 nibble; weights are stored (N, K), K contiguous; x_scale [M] f32 per token; w_scale [N] per channel or
@@ -325,3 +326,23 @@ def quantize_rows(x, bits: int, ln_gamma=None, ln_beta=None, eps: float = 1e-5, 
            "xla": lambda: _qr.quantize_rows_xla(x, bits, ln_gamma, ln_beta, eps)}
   return _run("quantize_rows", backend, interpret, allow_xla_fallback, (m, k, k), None, jnp.bfloat16,
               lambda: _qr.check_quantize_rows(x, bits, ln_gamma, ln_beta), impls, "xla")
+
+
+def matmul(x, w, w_scale, *, x_scale=None, bias=None, gelu: bool = False, out_dtype=jnp.bfloat16,
+           backend: str = "auto", interpret: bool = False, allow_xla_fallback: bool = False, config=None):
+  """One GEMM entry, the op chosen by the activation operand: packed int4 x (uint8 [M, K/2]) with x_scale -> W4A4;
+  int8 x [M, K] with x_scale -> W8A8 (w int8 [N, K], or a PreparedWeight: its int4 values as int8); float x [M, K]
+  without x_scale -> W4A16."""
+  kw = dict(backend=backend, interpret=interpret, allow_xla_fallback=allow_xla_fallback, config=config)
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    if x_scale is not None:
+      raise ValueError(f"matmul: float activations ({x.dtype}) take no x_scale (W4A16); quantize them first")
+    return w4a16_matmul(x, w, w_scale, bias, out_dtype, gelu=gelu, **kw)
+  if x_scale is None:
+    raise ValueError(f"matmul: integer activations ({x.dtype}) need their per-token x_scale")
+  if x.dtype == jnp.uint8:
+    return w4a4_matmul(x, x_scale, w, w_scale, bias, gelu, out_dtype, **kw)
+  if x.dtype == jnp.int8:  # a PreparedWeight of int4 values runs as W4A8 through its int8 layout
+    return w8a8_matmul(x, x_scale, _layout(w, "int8") if isinstance(w, PreparedWeight) else w, w_scale, bias, gelu,
+                       out_dtype, **kw)
+  raise ValueError(f"matmul: x.dtype={x.dtype} must be uint8 (packed int4), int8 or a float type")

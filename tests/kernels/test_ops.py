@@ -87,3 +87,23 @@ def test_auto_never_picks_an_inexact_path(monkeypatch):
   monkeypatch.setattr(ops, "load_table", lambda kind: table)
   assert ops.choose_path("w4a4", "auto", False, 32, 64, 64, (64,)) == "xla_int8"
   assert ("w4a4", "xla_fp8") in ops.INEXACT and ("w4a4", "mosaic_fp8") in ops.INEXACT
+
+
+def test_matmul_picks_the_op_from_the_operands():
+  rng, seed = fresh_rng()
+  m, k, n = 5, 128, 32
+  xq, wq = int4_operand(rng, m, k), int4_operand(rng, n, k)
+  xs, ws = jnp.asarray(rng.uniform(0.01, 0.2, m), jnp.float32), jnp.asarray(rng.uniform(1e-3, 0.05, n), jnp.float32)
+  w = ops.prepare_weight(jnp.asarray(packed(wq)))
+  a = ops.matmul(jnp.asarray(packed(xq)), w, ws, x_scale=xs, backend="xla_int8", out_dtype=jnp.float32)
+  b = ops.w4a4_matmul(jnp.asarray(packed(xq)), xs, w, ws, backend="xla_int8", out_dtype=jnp.float32)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"seed={seed}")
+  c = ops.matmul(jnp.asarray(xq), jnp.asarray(wq), ws, x_scale=xs, backend="xla", out_dtype=jnp.float32)
+  np.testing.assert_array_equal(np.asarray(c), np.asarray(b), err_msg=f"seed={seed}")  # int4 values as int8
+  x = jnp.asarray(rng.standard_normal((m, k)), jnp.bfloat16)
+  d = ops.matmul(x, w, ws, backend="xla_bf16", out_dtype=jnp.float32)
+  assert d.shape == (m, n)
+  with pytest.raises(ValueError, match="x_scale"):
+    ops.matmul(jnp.asarray(packed(xq)), w, ws)
+  with pytest.raises(ValueError, match="no x_scale"):
+    ops.matmul(x, w, ws, x_scale=xs)
