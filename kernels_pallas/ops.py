@@ -43,7 +43,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-from int4jax.quant.formats import int4_to_e4m3, unpack_int4
+from int4jax.quant.formats import as_jnp_int4, int4_to_e4m3, unpack_int4
 from kernels_pallas import xla_paths
 from kernels_pallas.triton import quantize_rows as _qr
 from kernels_pallas.triton import w4a4 as _w4a4
@@ -248,15 +248,14 @@ def w4a4_matmul(x_packed, x_scale, w_packed, w_scale, bias=None, gelu: bool = Fa
 
   def mosaic_fp8(promote):
     fp8 = _mosaic("fp8")
-    from kernels_pallas.mosaic.w4a4 import packed_to_int4
     cfg = dataclasses.replace(config or fp8.DEFAULT, promote=promote)
-    x = packed_to_int4(x_packed) if cfg.a_in_regs else int4_to_e4m3(x_packed)
+    x = as_jnp_int4(x_packed) if cfg.a_in_regs else int4_to_e4m3(x_packed)
     return fp8.fp8_gemm(x, _layout(w_packed, "e4m3"), x_scale.reshape(-1), w_scale, bias, gelu=gelu, out_dtype=od,
                         config=cfg)
 
   def mosaic_ws():
     mod = _mosaic("w4a4")
-    return mod._core.int_gemm_ws(mod.packed_to_int4(x_packed), _layout(w_packed, "int8"), x_scale.reshape(-1),
+    return mod._core.int_gemm_ws(as_jnp_int4(x_packed), _layout(w_packed, "int8"), x_scale.reshape(-1),
                                  w_scale, bias, gelu=gelu, out_dtype=od, config=config or mod.DEFAULT)
 
   impls = {

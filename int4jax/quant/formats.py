@@ -121,3 +121,12 @@ def int4_to_e4m3(p: jax.Array, *, axis: int = -1) -> jax.Array:
   [0x38, 0xB8]; 0 -> 0x00. Made once at export (`kernels_pallas.ops.prepare_weight`), never per call.
   """
   return unpack_int4(p, axis=axis).astype(jnp.float8_e4m3fn)
+
+
+def as_jnp_int4(p: jax.Array) -> jax.Array:
+  """Packed (..., K/2) uint8 -> jnp.int4 (..., K) as a reinterpretation of the same bytes (no arithmetic): XLA keeps
+  jnp.int4 two per byte with the first element in the LOW nibble, which is exactly `pack_int4`'s order. Worked
+  example: byte 0x78 -> int4 values [-8, 7]. Kernels TMA such arrays as int4 tiles. (Feeding the result straight
+  into an XLA dot crashed XLA 0.11.2's gemm fusion; XLA paths use `unpack_int4(p).astype(jnp.int4)` instead.)"""
+  q = jax.lax.bitcast_convert_type(jnp.asarray(p).astype(jnp.uint8), jnp.int4)
+  return q.reshape(*p.shape[:-1], p.shape[-1] * 2)

@@ -25,7 +25,7 @@ from jax import lax
 import jax.experimental.pallas as pl
 import jax.experimental.pallas.mosaic_gpu as plgpu
 
-from kernels_pallas.mosaic.w4a4 import packed_to_int4, unpack_ref
+from int4jax.quant.formats import as_jnp_int4
 from kernels_pallas.mosaic.w8a8 import _is_hopper, _transforms
 
 
@@ -89,7 +89,7 @@ def w4a16_matmul(x, w_packed, w_scale, bias=None, out_dtype=jnp.bfloat16, *, gel
     raise ValueError(f"{k=} must split into {split=} chunks that are multiples of {bk=} and {gs=}")
   mp = max(8, -(-m // 8) * 8)
   xp = jnp.pad(x.astype(jnp.bfloat16), ((0, mp - m), (0, 0)))
-  w4 = packed_to_int4(w_packed)
+  w4 = as_jnp_int4(w_packed)
   x_tr = _transforms(bk, jnp.bfloat16, "rhs")
   x_sw_elems = 64  # 128-byte swizzle of bf16
   if bk < x_sw_elems:
@@ -154,22 +154,6 @@ def w4a16_matmul(x, w_packed, w_scale, bias=None, out_dtype=jnp.bfloat16, *, gel
     y = y * w_scale.astype(jnp.float32).reshape(1, n)
   if bias is not None:
     y = y + bias.astype(jnp.float32).reshape(1, n)
-  if gelu:
-    y = jax.nn.gelu(y, approximate=False)
-  return y.astype(out_dtype)
-
-
-def reference(x, w_packed, w_scale, bias=None, *, gelu=False, out_dtype=jnp.bfloat16):
-  """Dequantize in f32, then a f32 dot of the bf16-rounded activations."""
-  w = unpack_ref(w_packed).astype(jnp.float32)
-  n, k = w.shape
-  if w_scale.ndim == 2:
-    w = (w.reshape(n, w_scale.shape[1], -1) * w_scale[:, :, None]).reshape(n, k)
-  else:
-    w = w * w_scale.reshape(n, 1)
-  y = jnp.dot(x.astype(jnp.float32), w.T, precision=lax.Precision.HIGHEST)
-  if bias is not None:
-    y = y + bias.reshape(1, -1)
   if gelu:
     y = jax.nn.gelu(y, approximate=False)
   return y.astype(out_dtype)

@@ -199,18 +199,6 @@ def w8a8_matmul(x, x_scale, w, w_scale, bias=None, gelu: bool = False, *,
                   out_dtype=out_dtype, config=config)
 
 
-def reference(x, x_scale, w, w_scale, bias=None, *, gelu=False, out_dtype=jnp.bfloat16):
-  """Exact integer dot (int32), then the f32 epilogue."""
-  acc = lax.dot_general(x.astype(jnp.int8), w.astype(jnp.int8), (((1,), (1,)), ((), ())),
-                        preferred_element_type=jnp.int32)
-  y = acc.astype(jnp.float32) * x_scale.reshape(-1, 1) * w_scale.reshape(1, -1)
-  if bias is not None:
-    y = y + bias.reshape(1, -1)
-  if gelu:
-    y = jax.nn.gelu(y, approximate=False)
-  return y.astype(out_dtype)
-
-
 @dataclasses.dataclass(frozen=True)
 class WSConfig:
   """Warp-specialized persistent variant: 1 TMA warpgroup + 2 wgmma warpgroups, CTA tile (2*block_m, block_n)."""
