@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels_pallas import reference
 from kernels_pallas.layout import pack_int4_np
 
 # Tolerances, per output dtype (reference is float64):
@@ -64,3 +65,11 @@ def assert_close(out, ref, out_dtype, seed, what=""):
     bad = err > bound
     assert not bad.any(), (f"{bad.sum()} elements beyond half a bf16 ulp, e.g. at {np.argwhere(bad)[:3]}: "
                            f"out={out[bad][:3]} ref={ref[bad][:3]} {msg}")
+
+
+def check_int_gemm(out, xq, xs, wq, ws, b, gelu, out_dtype, seed, what=""):
+  """The shared per-element check of an integer GEMM (reference.epilogue_bound): integer sums exact (int64), then the
+  f32 epilogue's rounding and 1 bf16 ulp (bf16 out) or 1 f32 ulp (f32 out) of the exact value."""
+  y, mag = reference.int_gemm_exact(xq, xs, wq, ws, b, gelu=gelu)
+  bound = reference.epilogue_bound(mag, b, y, np.dtype(out_dtype), gelu=gelu)
+  reference.check_gemm_output(out, y, bound, what=what, seed=seed)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernel_testlib import assert_close, fresh_rng, int4_operand, int8_operand, packed
+from kernel_testlib import assert_close, check_int_gemm, fresh_rng, int4_operand, int8_operand, packed
 from kernels_pallas import reference
 from kernels_pallas.layout import unpack_int4_np
 from kernels_pallas.triton.quantize_rows import quantize_rows_pallas
@@ -48,25 +48,26 @@ class KernelCases:
     out = w4a4_matmul_pallas(*[None if a is None else jnp.asarray(a) for a in args], gelu=gelu,
                              out_dtype=out_dtype, config=config, interpret=self.interpret, poison=True)
     ref = reference.w4a4_matmul_ref(*args, gelu=gelu, out_dtype=np.float64)
-    return np.asarray(out), ref, seed, xq, wq
+    out = np.asarray(out)
+    return out, ref, seed, xq, wq, lambda what: check_int_gemm(out, xq, xs, wq, ws, b, gelu, out_dtype, seed, what)
 
   def test_w4a4_integer_part_bit_exact(self):
-    out, ref, seed, xq, wq = self._w4a4(M, K, N, unit=True)
+    out, ref, seed, xq, wq, _ = self._w4a4(M, K, N, unit=True)
     exact = xq.astype(np.int64) @ wq.astype(np.int64).T
     np.testing.assert_array_equal(ref, exact)
     np.testing.assert_array_equal(out, exact.astype(np.float32), err_msg=f"seed={seed}")
 
   def test_w4a4_group_scales_bias_gelu_f32(self):
-    out, ref, seed, *_ = self._w4a4(M, K, N, w_scale=128, bias=True, gelu=True)
-    assert_close(out, ref, np.float32, seed, "w4a4 group")
+    *_, check = self._w4a4(M, K, N, w_scale=128, bias=True, gelu=True)
+    check("w4a4 group")
 
   def test_w4a4_channel_bf16(self):
-    out, ref, seed, *_ = self._w4a4(M, K, N, bias=True, out_dtype=jnp.bfloat16)
-    assert_close(out, ref, jnp.bfloat16, seed, "w4a4 bf16")
+    *_, check = self._w4a4(M, K, N, bias=True, out_dtype=jnp.bfloat16)
+    check("w4a4 bf16")
 
   def test_w4a4_bert_like(self):
-    out, ref, seed, *_ = self._w4a4(M, 768, 64, bias=True, gelu=True, out_dtype=jnp.bfloat16)
-    assert_close(out, ref, jnp.bfloat16, seed, "w4a4 K=768 N=64")
+    *_, check = self._w4a4(M, 768, 64, bias=True, gelu=True, out_dtype=jnp.bfloat16)
+    check("w4a4 K=768 N=64")
 
   # ---- W8A8 ----
   def _w8a8(self, m, k, n, *, w_scale="channel", bias=False, gelu=False, out_dtype=jnp.float32, unit=False):
@@ -84,16 +85,18 @@ class KernelCases:
     args = (xq, xs, wq, ws, b)
     out = w8a8_matmul_pallas(*[None if a is None else jnp.asarray(a) for a in args], gelu=gelu,
                              out_dtype=out_dtype, interpret=self.interpret, poison=True)
-    return np.asarray(out), reference.w8a8_matmul_ref(*args, gelu=gelu, out_dtype=np.float64), seed, xq, wq
+    out = np.asarray(out)
+    return (out, reference.w8a8_matmul_ref(*args, gelu=gelu, out_dtype=np.float64), seed, xq, wq,
+            lambda what: check_int_gemm(out, xq, xs, wq, ws, b, gelu, out_dtype, seed, what))
 
   def test_w8a8_integer_part_bit_exact(self):
-    out, ref, seed, xq, wq = self._w8a8(M, K, N, unit=True)
+    out, ref, seed, xq, wq, _ = self._w8a8(M, K, N, unit=True)
     np.testing.assert_array_equal(out, (xq.astype(np.int64) @ wq.astype(np.int64).T).astype(np.float32),
                                   err_msg=f"seed={seed}")
 
   def test_w8a8_group_bias_gelu_bf16(self):
-    out, ref, seed, *_ = self._w8a8(M, K, N, w_scale=64, bias=True, gelu=True, out_dtype=jnp.bfloat16)
-    assert_close(out, ref, jnp.bfloat16, seed, "w8a8 group bf16")
+    *_, check = self._w8a8(M, K, N, w_scale=64, bias=True, gelu=True, out_dtype=jnp.bfloat16)
+    check("w8a8 group bf16")
 
   # ---- W4A16 ----
   def _w4a16(self, m, k, n, *, group_size=128, bias=True, gelu=False, out_dtype=jnp.float32):
@@ -174,19 +177,18 @@ class TestGpu(KernelCases):
   @pytest.mark.parametrize("kn", ["h-h", "3h-h", "h-4h", "4h-h"])
   def test_w4a4_bert_shapes(self, h, kn):
     n_mult, k_mult = {"h-h": (1, 1), "3h-h": (3, 1), "h-4h": (1, 4), "4h-h": (4, 1)}[kn]
-    out, ref, seed, *_ = self._w4a4(200, k_mult * h, n_mult * h, bias=True, gelu=kn == "4h-h",
-                                    out_dtype=jnp.bfloat16)
-    assert_close(out, ref, jnp.bfloat16, seed, f"w4a4 h={h} {kn}")
+    *_, check = self._w4a4(200, k_mult * h, n_mult * h, bias=True, gelu=kn == "4h-h", out_dtype=jnp.bfloat16)
+    check(f"w4a4 h={h} {kn}")
 
   @pytest.mark.parametrize("h", [768, 1024])
   def test_w4a4_bert_shapes_exact(self, h):
-    out, ref, seed, xq, wq = self._w4a4(3000, 4 * h, h, unit=True)
+    out, ref, seed, xq, wq, _ = self._w4a4(3000, 4 * h, h, unit=True)
     np.testing.assert_array_equal(out, ref.astype(np.float32), err_msg=f"seed={seed}")
 
   @pytest.mark.parametrize("h", [768, 1024])
   def test_w8a8_bert_shapes(self, h):
-    out, ref, seed, *_ = self._w8a8(200, h, 4 * h, bias=True, gelu=True, out_dtype=jnp.bfloat16)
-    assert_close(out, ref, jnp.bfloat16, seed, f"w8a8 h={h}")
+    *_, check = self._w8a8(200, h, 4 * h, bias=True, gelu=True, out_dtype=jnp.bfloat16)
+    check(f"w8a8 h={h}")
 
   @pytest.mark.parametrize("m", [1, 16])
   def test_w4a16_decode_shapes(self, m):
