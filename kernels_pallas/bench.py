@@ -188,7 +188,7 @@ def bench_one(op, path, m, n, k, reps, seed):
     bits = 4 if op == "w4a4" else 8
     xq, wq, xs, ws, b = _int_inputs(rng, m, n, k, bits)
     if op == "w4a4":
-      w = ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), "w4a4")
+      w = ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), "w4a4", layouts=("int8", "e4m3"))
       args = dev(pack_int4_np(xq), xs) + (w,) + dev(ws, b)
       fn = lambda xp, s, w, t, bb: ops.w4a4_matmul(xp, s, w, t, bb, backend=path, config=config)
       nbytes = (m * k + n * k) // 2 + 2 * m * n
@@ -308,7 +308,8 @@ def worst_case_exact(path, config):
                         rng.integers(-8, -6, (n, WORST_K)).astype(np.int8))):
     exact = (wq.astype(np.int64) @ xq[0].astype(np.int64))
     out = ops.w4a4_matmul(jnp.asarray(pack_int4_np(xq)), jnp.ones(m, jnp.float32),
-                          ops.prepare_weight(jnp.asarray(pack_int4_np(wq))), jnp.ones(n, jnp.float32),
+                          ops.prepare_weight(jnp.asarray(pack_int4_np(wq)), layouts=("int8", "e4m3")),
+                          jnp.ones(n, jnp.float32),
                           jnp.asarray(-exact.astype(np.float32)), backend=path, config=config)
     out = np.asarray(out).astype(np.float64)
     if np.any(out != 0):

@@ -16,7 +16,8 @@ Choosing a path (`backend`):
 - "auto": on an sm_90 GPU, the fastest *correct* path for this (device kind, op, shape class) in the committed table
   `kernels_pallas/tables/<device kind>.json`, written by `python -m kernels_pallas.bench --out results/kernels`
   from CUPTI times of every path, XLA's own dots with the same epilogue included; paths that cannot take the
-  operands (per-group scales, f32 output, ...) are skipped in table order. Without a table for the device: the Mosaic
+  operands (per-group scales, f32 output, ...) and paths measured inexact (`INEXACT`: the FP8 ones, whose tensor
+  cores drop low bits of long sums) are skipped in table order. Without a table for the device: the Mosaic
   kernel if it accepts the shape, else the portable Triton kernel. Other CUDA GPUs: the Triton kernel. CPU: an error
   unless interpret=True (the Triton kernels in interpret mode, for tests). The choice is logged once per shape.
 - "triton" | "mosaic" | "xla": force a family (mosaic = the module's default kernel; xla = unpack + int dot).
@@ -24,8 +25,8 @@ Choosing a path (`backend`):
 A shape a forced Pallas path cannot take raises ValueError naming the problem, unless allow_xla_fallback=True.
 
 Prepared weights: `prepare_weight(w_packed, op)` returns a `PreparedWeight` pytree holding the canonical packed
-bytes plus the offline layouts the fast paths read (e4m3 (N, K) for the FP8 tensor-core W4A4 path, int8 (N, K) for
-the int8 paths, XLA's jnp.int4 (N, K) for its W4A16 path). Every matmul accepts it in place of w_packed; canonical
+bytes plus the offline layouts the fast paths read (int8 (N, K) for the int8 W4A4 paths, XLA's jnp.int4 (N, K) for
+its W4A16 path; e4m3 (N, K) for the FP8 paths on request). Every matmul accepts it in place of w_packed; canonical
 packed weights keep working (paths that need another layout then convert inside the call, which the table's timings
 do not include, so prepare weights that are used more than once).
 """
@@ -86,17 +87,25 @@ class PreparedWeight:
     return self.packed.shape
 
 
-def prepare_weight(w_packed, op: str = "w4a4") -> PreparedWeight:
-  """Offline layouts of a packed int4 weight for `op` ("w4a4": e4m3 + int8; "w4a16": XLA int4). Jittable."""
+DEFAULT_LAYOUTS = {"w4a4": ("int8",), "w4a16": ("int4",)}
+_MAKE = {"e4m3": int4_to_e4m3, "int8": unpack_int4, "int4": lambda p: xla_paths.int4_from_packed(p)}
+
+
+def prepare_weight(w_packed, op: str = "w4a4", *, layouts=None) -> PreparedWeight:
+  """Offline layouts of a packed (N, K/2) uint8 int4 weight, made once (jittable). Defaults: "w4a4" -> int8 (N, K)
+  (the exact int8 tensor-core paths "auto" picks); "w4a16" -> XLA's jnp.int4 (N, K). layouts=("int8", "e4m3") adds
+  the FP8 layout (`formats.int4_to_e4m3`) for the FP8 paths, which "auto" never picks (ops.INEXACT)."""
   if isinstance(w_packed, PreparedWeight):
     return w_packed
   if w_packed.dtype != jnp.uint8 or w_packed.ndim != 2:
     raise ValueError(f"prepare_weight: w_packed must be (N, K/2) uint8, got {w_packed.shape} {w_packed.dtype}")
-  if op == "w4a4":
-    return PreparedWeight(w_packed, e4m3=int4_to_e4m3(w_packed), int8=unpack_int4(w_packed))
-  if op == "w4a16":
-    return PreparedWeight(w_packed, int4=xla_paths.int4_from_packed(w_packed))
-  raise ValueError(f"prepare_weight: op={op!r} must be 'w4a4' or 'w4a16'")
+  if op not in DEFAULT_LAYOUTS:
+    raise ValueError(f"prepare_weight: op={op!r} must be one of {tuple(DEFAULT_LAYOUTS)}")
+  layouts = DEFAULT_LAYOUTS[op] if layouts is None else tuple(layouts)
+  unknown = set(layouts) - set(_MAKE)
+  if unknown:
+    raise ValueError(f"prepare_weight: unknown layouts {sorted(unknown)}; choose from {sorted(_MAKE)}")
+  return PreparedWeight(w_packed, **{name: _MAKE[name](w_packed) for name in layouts})
 
 
 def _packed(w):

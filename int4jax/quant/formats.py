@@ -118,7 +118,8 @@ def int4_to_e4m3(p: jax.Array, *, axis: int = -1) -> jax.Array:
   per value, size along `axis` doubles (weights (N, K/2) uint8 -> (N, K) e4m3, K contiguous, the K-major B
   operand of wgmma). Every int4 value is exact in e4m3 (3 mantissa bits cover |v| <= 8), so this is a re-encoding,
   not a rounding. Worked example: byte 0x78 (values [-8, 7]) -> e4m3 bytes [0xD0, 0x4E]; 0xF1 ([1, -1]) ->
-  [0x38, 0xB8]; 0 -> 0x00. Made once at export (`kernels_pallas.ops.prepare_weight`), never per call.
+  [0x38, 0xB8]; 0 -> 0x00. Made once at export (`kernels_pallas.ops.prepare_weight(w, layouts=("e4m3",))`), never
+  per call. The values are exact; the FP8 tensor cores' sums are not (kernels_pallas/NOTES.md).
   """
   return unpack_int4(p, axis=axis).astype(jnp.float8_e4m3fn)
 

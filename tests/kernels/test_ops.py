@@ -50,6 +50,11 @@ def test_prepared_weight_is_a_pytree_and_jits():
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="uint8"):
     ops.prepare_weight(jnp.zeros((4, 4), jnp.int8))
+  w4 = ops.prepare_weight(wp)
+  assert w4.int8 is not None and w4.e4m3 is None  # the FP8 layout only on request
+  assert ops.prepare_weight(wp, layouts=("int8", "e4m3")).e4m3.dtype == jnp.float8_e4m3fn
+  with pytest.raises(ValueError, match="unknown layouts"):
+    ops.prepare_weight(wp, layouts=("fp4",))
 
 
 def test_table_lookup_nearest_shape_and_m_class():
