@@ -1,20 +1,40 @@
-"""Reload the best checkpoint of an experiments.glue run and re-evaluate it on the validation split.
+"""Reload the best checkpoint of any run (GLUE or LM) and evaluate it.
 
     python -m experiments.eval --workdir=runs/glue/synthetic_bert_tiny/w4a4_sym
+    python -m experiments.eval --workdir=runs/sst2_w4a4 --data_dir=heldout/ --split=test.tsv   # another labelled file
+    python -m experiments.eval --workdir=runs/ptb_w4a4 --split=test                          # an LM run's test split
 
-Rebuilds model, policy and data from <workdir>/config.json, restores checkpoints/best, and prints the metrics
-next to the ones logged when that checkpoint was saved. Exits 1 if the primary metric differs (it should not:
-evaluation is deterministic and uses the same batch shapes as training did).
+The task comes from <workdir>/config.json ("kind"); model, policy and data are rebuilt from it (paths there are
+absolute, so this works from any directory). Without --data_dir/--split the run's own validation split is
+evaluated and compared with the metric logged when best/ was saved: exit status 1 if they differ (they should not:
+evaluation is deterministic and uses the same batch shapes as training did). With them, the metrics are printed.
 """
-
 from __future__ import annotations
 
 import json
 
 from absl import app, flags, logging
 
+from experiments import flags as common
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory written by experiments.glue.", required=True)
+flags.DEFINE_string("workdir", None, "Run directory written by experiments.glue or experiments.lm.", required=True)
+flags.DEFINE_string("data_dir", None, "Evaluate on data from this folder instead of the run's own.")
+flags.DEFINE_string("split", None, "Split to evaluate (GLUE: validation, test or a TSV file name in --data_dir; "
+                    "LM: valid, test or train). Default: the run's validation split.")
+
+
+def task_module(workdir: str):
+  """The tasks.* module that wrote this run directory."""
+  from int4jax.tasks import glue, lm  # pylint: disable=g-import-not-at-top  (flags parse before jax starts)
+  from int4jax.train import rundir  # pylint: disable=g-import-not-at-top
+  stored = rundir.RunDir(workdir).read_config()
+  if stored is None:
+    raise FileNotFoundError(f"{workdir!r} has no config.json: not a run directory")
+  modules = {glue.TASK_KIND: glue, lm.TASK_KIND: lm}
+  if stored.get("kind") not in modules:
+    raise ValueError(f"{workdir!r} holds a run of kind {stored.get('kind')!r}; this evaluator knows {sorted(modules)}")
+  return modules[stored["kind"]]
 
 
 def main(argv):
@@ -22,12 +42,17 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top
-  now, meta = glue_task.evaluate_best(FLAGS.workdir)
+  with common.usage_errors():
+    module = task_module(FLAGS.workdir)
+    now, meta = module.evaluate_run(FLAGS.workdir, data_dir=FLAGS.data_dir, split=FLAGS.split)
   name = meta["metric_name"]
+  print(json.dumps({"workdir": FLAGS.workdir, "step": meta["step"], "split": FLAGS.split or "validation",
+                    "metrics": now, "logged": meta["metrics"]}, sort_keys=True))
+  if FLAGS.data_dir or FLAGS.split:
+    print(f"best checkpoint (step {meta['step']}) on {FLAGS.split or 'validation'}"
+          f"{' of ' + FLAGS.data_dir if FLAGS.data_dir else ''}: {name}={now[name]:.4f}", flush=True)
+    return
   logged = meta["metrics"][name]
-  print(json.dumps({"workdir": FLAGS.workdir, "step": meta["step"], "metrics": now, "logged": meta["metrics"]},
-                   sort_keys=True))
   same = now[name] == logged
   print(f"best checkpoint (step {meta['step']}): {name}={now[name]:.4f}, logged {logged:.4f}: "
         f"{'identical' if same else 'MISMATCH'}", flush=True)

@@ -91,7 +91,7 @@ def run_analyses(analyses, runs: dict[str, str], output_dir: str | None = None, 
     unknown = [k for k in labels if k not in runs]
     if unknown:
       raise ValueError(f"--act_range_runs {unknown} are not in --runs")
-    first = _json(os.path.join(runs[labels[0]], "config.json"))["lm"]
+    first = _json(os.path.join(runs[labels[0]], "config.json"))["run"]
     tok = tokenizers.load_tokenizer(tokenizer or first["tokenizer"])
     corpus = lm_data.load_corpus(first["dataset"], tok, data_dir=data_dir or first["data_dir"], splits=(split,))
     ranges = {}

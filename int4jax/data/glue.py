@@ -152,9 +152,20 @@ def _concat(parts: list[GlueExamples]) -> GlueExamples:
                       np.concatenate([p.split_ids for p in parts]), " + ".join(p.source for p in parts))
 
 
+def _tsv_path(data_dir: str, split: str) -> str:
+  """A split name (train, validation, test, ...) -> its canonical GLUE file; any other name is a file in data_dir
+  (e.g. a held-out labelled `heldout.tsv` in the task's column layout)."""
+  path = os.path.join(data_dir, _TSV_FILES.get(split, split))
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"split {split!r}: {path!r} does not exist (splits: {sorted(_TSV_FILES)} or a file name "
+                            f"in {data_dir!r})")
+  return path
+
+
 def load_split(task: str, split: str, data_dir: str | None = None) -> GlueExamples:
-  """split: "train" or "validation" (MNLI: matched + mismatched). data_dir: a GLUE TSV folder, a dataset saved
-  with `datasets.save_to_disk`, or None for `datasets.load_dataset("glue", task)` (online or HF cache)."""
+  """split: "train", "validation" (MNLI: matched + mismatched), "test", or a TSV file name in data_dir. data_dir: a
+  GLUE TSV folder, a dataset saved with `datasets.save_to_disk`, or None for `datasets.load_dataset("glue", task)`
+  (online or HF cache)."""
   spec = task_spec(task)
   hf_splits = spec.eval_splits if split == "validation" else (split,)
   if data_dir is not None:
@@ -170,7 +181,7 @@ def load_split(task: str, split: str, data_dir: str | None = None) -> GlueExampl
         parts.append(_from_hf(spec, dd[s], sid, f"{data_dir}[{s}]"))
       out = _concat(parts)
     else:
-      out = _concat([read_tsv(spec, os.path.join(data_dir, _TSV_FILES[s]), sid) for sid, s in enumerate(hf_splits)])
+      out = _concat([read_tsv(spec, _tsv_path(data_dir, s), sid) for sid, s in enumerate(hf_splits)])
   else:
     import datasets  # pylint: disable=g-import-not-at-top
     out = _concat([_from_hf(spec, datasets.load_dataset("glue", spec.hf_name, split=s), sid, f"glue/{spec.hf_name}[{s}]")

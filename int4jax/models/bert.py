@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from int4jax.models import hf
-from int4jax.models.family import Family, replace_config
+from int4jax.models.family import Family, check_fields
 from int4jax.nn.common import ACTIVATIONS, check_activation, layer_norm
 from int4jax.nn.attention import MultiHeadAttention, padding_mask
 from int4jax.models.outputs import ModelOutput, Taps
@@ -237,6 +237,7 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides) -> BertConfig:
       hidden_dropout=hf_config.get("hidden_dropout_prob", 0.1),
       attention_dropout=hf_config.get("attention_probs_dropout_prob", 0.1),
       hidden_act=hf_config.get("hidden_act", "gelu"), num_labels=num_labels)
+  check_fields(BertConfig(**kw), overrides, "BERT config.json")   # the same unknown-field check as GPT-2 and BART
   kw.update(overrides)
   if "problem_type" not in overrides:
     kw["problem_type"] = "regression" if kw["num_labels"] == 1 else "classification"

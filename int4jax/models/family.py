@@ -42,3 +42,18 @@ def replace_config(config, overrides: Mapping[str, Any], what: str):
   """dataclasses.replace with unknown field names reported as ValueError (families use it in config_from_hf)."""
   check_fields(config, overrides, what)
   return dataclasses.replace(config, **overrides)
+
+
+_NOT_ARCHITECTURE = ("policy", "dtype")
+
+
+def architecture(config) -> dict[str, Any]:
+  """The fields of a family config that define the network's shape and function: everything except the
+  quantization policy, the compute dtype and dropout rates. Teachers and students are compared on it."""
+  out = {}
+  for f in dataclasses.fields(config):
+    if f.name in _NOT_ARCHITECTURE or "dropout" in f.name or "pdrop" in f.name:
+      continue
+    value = getattr(config, f.name)
+    out[f.name] = list(value) if isinstance(value, tuple) else value
+  return out

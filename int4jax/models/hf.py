@@ -66,12 +66,30 @@ def resolve_checkpoint_dir(path_or_name: str | os.PathLike, *, cache_dir: str | 
   return path
 
 
-def read_config(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+class ConfigDict(dict):
+  """A config.json as a dict whose missing fields raise ValueError naming the file and the field (instead of a bare
+  KeyError deep inside a family's config_from_hf)."""
+
+  def __init__(self, values: Mapping[str, Any], source: str):
+    super().__init__(values)
+    self.source = source
+
+  def __missing__(self, key):
+    raise ValueError(f"{self.source}: missing field {key!r}")
+
+
+def read_config(ckpt_dir: str | os.PathLike) -> ConfigDict:
   path = pathlib.Path(ckpt_dir) / CONFIG_NAME
   if not path.is_file():
     raise FileNotFoundError(f"{str(path)!r} does not exist")
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: invalid JSON ({e})") from None
+  if not isinstance(values, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
+  return ConfigDict(values, str(path))
 
 
 _ST_DTYPES = {
@@ -92,16 +110,32 @@ def _st_dtype(code: str, name: str):
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads a .safetensors file into numpy (bf16 via ml_dtypes, which the `safetensors.numpy` API lacks)."""
   with open(path, "rb") as f:
-    (header_len,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(header_len))
+    head = f.read(8)
+    if len(head) < 8:
+      raise ValueError(f"{path}: truncated safetensors file ({len(head)} bytes, no header)")
+    (header_len,) = struct.unpack("<Q", head)
+    raw = f.read(header_len)
+    if len(raw) < header_len:
+      raise ValueError(f"{path}: truncated safetensors header ({len(raw)} of {header_len} bytes)")
+    try:
+      header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
     data = f.read()
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
       continue
     begin, end = info["data_offsets"]
+    if end > len(data):
+      raise ValueError(f"{path}: tensor {name!r} needs bytes [{begin}, {end}) of the data section, which has only "
+                       f"{len(data)}: the file is truncated")
     dtype = _st_dtype(info["dtype"], name)
-    out[name] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info["shape"])
+    try:
+      out[name] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info["shape"])
+    except ValueError as e:
+      raise ValueError(f"{path}: tensor {name!r} ({info['dtype']}, shape {info['shape']}) does not match its "
+                       f"{end - begin} bytes ({e})") from None
   return out
 
 

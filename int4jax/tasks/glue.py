@@ -22,7 +22,6 @@ Defaults (each overridable by a flag):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any
@@ -35,54 +34,33 @@ from absl import logging
 from int4jax import metrics
 from int4jax.train import checkpoint, distill
 from int4jax.train import loop as train
+from int4jax.train import rundir
 from int4jax.data import ArrayBatchSource, eval_batches, glue as glue_data, synthetic
 from int4jax.models import registry
+from int4jax.models.family import architecture
 from int4jax.models.outputs import Taps
-from int4jax.quant.policy import PRESETS, make_policy
+from int4jax.tasks import base
+from int4jax.quant.policy import PRESETS
 
 SYNTHETIC = "synthetic"
 
 
-@dataclasses.dataclass(frozen=True)
-class GlueRunConfig:
-  """Everything that defines a GLUE run; stored in config.json so experiments/eval.py can rebuild it."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GlueRunConfig(base.RunConfig):
+  """A GLUE run: the shared RunConfig fields plus the task's own; stored in config.json so eval can rebuild it."""
   task: str
-  model: str
-  bits: str = "fp32"
-  quant_mode: str = "sym"
-  teacher: str | None = None
-  data_dir: str | None = None
-  tokenizer: str | None = None             # default: the model directory, else bert-base-uncased
   max_seq_length: int = 128
-  loss_terms: tuple[str, ...] = ("gt",)
-  weight_clip: tuple[float, float] | None = None
-  act_clip: tuple[float, float] | None = None
-  weight_group_size: int | None = None
-  gemms: tuple[str, ...] = ("qkv", "attn_out", "ffn_in", "ffn_out")
-  num_epochs: float = 3.0
-  num_train_steps: int | None = None       # overrides num_epochs
-  batch_size: int = 32
-  eval_batch_size: int = 128
-  learning_rate: float = 2e-5
-  warmup_ratio: float = 0.1
-  eval_every_steps: int = 1000
-  log_every_steps: int = 50
-  checkpoint_every_steps: int | None = None
-  compute_dtype: str = "float32"
-  seed: int = 42
-  dropout: float | None = None             # None: the model's own (0.1 for BERT)
   max_train_examples: int | None = None    # a prefix of the train split, for quick runs
 
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "GlueRunConfig":
-    d = dict(d)
-    for k in ("loss_terms", "gemms", "weight_clip", "act_clip"):
-      if d.get(k) is not None:
-        d[k] = tuple(d[k])
-    return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+  def validate(self) -> "GlueRunConfig":
+    if self.bits in PRESETS and self.quantized and not self.teacher:
+      raise ValueError(
+          f"--bits={self.bits} trains a quantized student and needs --teacher=<workdir of an fp32 run>; first run "
+          f"`python -m experiments.glue --task={self.task} --model={self.model} --bits=fp32 --workdir=<teacher dir>`")
+    super().validate()
+    if self.max_seq_length <= 0:
+      raise ValueError(f"--max_seq_length={self.max_seq_length} must be positive")
+    return self
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,42 +94,33 @@ def defaults(task: str, model: str, bits: str) -> dict[str, Any]:
     d.update(batch_size=32 if large else 64, learning_rate=5e-5 if large else 1e-4,
              num_epochs=(5 if large else 9) if task in ("mnli", "qqp") else 3)
   if quantized:
-    d.update(loss_terms=distill.PAPER_BERT_LOSS_TERMS, weight_clip=(-5.0, 5.0), act_clip=(-5.0, 5.0))
+    d.update(kd_losses=distill.PAPER_BERT_LOSS_TERMS, weight_clip=(-5.0, 5.0), act_clip=(-5.0, 5.0))
   else:
-    d.update(loss_terms=("gt",))
+    d.update(kd_losses=("gt",))
   return d
 
 
 def resolve_config(task: str, model: str, bits: str = "fp32", *, quant_mode: str = "sym",
                    teacher: str | None = None, data_dir: str | None = None, **overrides) -> GlueRunConfig:
-  """Defaults for (task, model, bits), then `overrides` (None values ignored; clip "none" = no clip)."""
+  """Defaults for (task, model, bits), then `overrides` (None values ignored; clip "none" = no clip), validated
+  once (base.RunConfig.validate + the GLUE checks), paths made absolute. No model or data is loaded."""
   task = canonical_task(task)
   if bits not in PRESETS:
     raise ValueError(f"--bits={bits!r} is not one of {list(PRESETS)}")
-  if quant_mode not in ("sym", "asym"):
-    raise ValueError(f"--quant_mode={quant_mode!r} must be 'sym' or 'asym'")
   model = str(model)
   if model not in registry.presets() and not os.path.isdir(model):
     raise ValueError(f"--model={model!r} is neither a preset ({sorted(registry.presets())}) nor a directory")
   values = defaults(task, model, bits)
   values.update({k: v for k, v in overrides.items() if v is not None})
   values.update({k: None for k in ("weight_clip", "act_clip") if values.get(k) == "none"})
+  if "warmup_steps" in overrides and overrides["warmup_steps"] is not None:
+    values["warmup_ratio"] = None
   unknown = sorted(set(values) - {f.name for f in dataclasses.fields(GlueRunConfig)})
   if unknown:
     raise ValueError(f"unknown GLUE config field(s) {unknown}")
   cfg = GlueRunConfig(task=task, model=model, bits=bits, quant_mode=quant_mode, teacher=teacher,
                       data_dir=data_dir, **values)
-  distill.validate_loss_terms(cfg.loss_terms, has_teacher=bits != "fp32")
-  if bits != "fp32" and not teacher:
-    raise ValueError(
-        f"--bits={bits} trains a quantized student and needs --teacher=<workdir of an fp32 run>; first run "
-        f"`python -m experiments.glue --task={task} --model={model} --bits=fp32 --workdir=<teacher dir>`")
-  for name in ("max_seq_length", "batch_size", "eval_batch_size", "eval_every_steps"):
-    if getattr(cfg, name) <= 0:
-      raise ValueError(f"--{name}={getattr(cfg, name)} must be positive")
-  if not 0 <= cfg.warmup_ratio < 1:
-    raise ValueError(f"--warmup_ratio={cfg.warmup_ratio} must be in [0, 1)")
-  return cfg
+  return cfg.validate().with_absolute_paths()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,28 +186,27 @@ def _num_labels(task: str) -> int:
   return synthetic.NUM_LABELS if task == SYNTHETIC else glue_data.task_spec(task).num_labels
 
 
-def load_arrays(cfg: GlueRunConfig) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """(train arrays, eval arrays), tokenized and padded to max_seq_length."""
+def load_examples(cfg: GlueRunConfig):
+  """(train, eval) examples, read and checked but not tokenized (None for the synthetic task, which has ids)."""
   if cfg.task == SYNTHETIC:
-    n = cfg.max_train_examples
-    return (synthetic.make_split("train", n, cfg.max_seq_length),
-            synthetic.make_split("validation", None, cfg.max_seq_length))
+    return None, None
   train_ex = glue_data.load_split(cfg.task, "train", cfg.data_dir)
   eval_ex = glue_data.load_split(cfg.task, "validation", cfg.data_dir)
   if cfg.max_train_examples:
     n = cfg.max_train_examples
     train_ex = glue_data.GlueExamples(train_ex.text_a[:n], None if train_ex.text_b is None else train_ex.text_b[:n],
                                       train_ex.labels[:n], train_ex.split_ids[:n], train_ex.source)
-  tokenizer = _tokenizer(cfg)
+  return train_ex, eval_ex
+
+
+def encode_examples(cfg: GlueRunConfig, examples, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """(train arrays, eval arrays), tokenized and padded to max_seq_length."""
+  if cfg.task == SYNTHETIC:
+    return (synthetic.make_split("train", cfg.max_train_examples, cfg.max_seq_length),
+            synthetic.make_split("validation", None, cfg.max_seq_length))
+  train_ex, eval_ex = examples
   return (glue_data.encode(train_ex, tokenizer, cfg.max_seq_length),
           glue_data.encode(eval_ex, tokenizer, cfg.max_seq_length))
-
-
-def make_policy_for(cfg: GlueRunConfig):
-  if cfg.bits == "fp32":
-    return make_policy("fp32")
-  return make_policy(cfg.bits, symmetric=cfg.quant_mode == "sym", gemms=cfg.gemms,
-                     weight_group_size=cfg.weight_group_size, weight_clip=cfg.weight_clip, act_clip=cfg.act_clip)
 
 
 def _model_overrides(cfg: GlueRunConfig, policy) -> dict:
@@ -282,44 +250,71 @@ def best_checkpoint_dir(path: str) -> str:
   raise FileNotFoundError(f"no best checkpoint under {path!r} (expected <workdir>/checkpoints/best from a run)")
 
 
-def load_teacher(cfg: GlueRunConfig, model):
-  """Teacher params (fp32) from an earlier run, after checking its metadata against this run."""
-  ckpt = best_checkpoint_dir(cfg.teacher)
-  meta = checkpoint.read_metadata(ckpt)
+def model_config(cfg: GlueRunConfig):
+  """The family config this run trains (no weights loaded): what teachers and students are compared on."""
+  return registry.get_config(cfg.model, **_model_overrides(cfg, None))
+
+
+def tokenizer_name(cfg: GlueRunConfig) -> str:
+  if cfg.task == SYNTHETIC:
+    return SYNTHETIC
+  return cfg.tokenizer or (cfg.model if os.path.isdir(cfg.model) else "bert-base-uncased")
+
+
+def identity(cfg: GlueRunConfig, config) -> dict[str, Any]:
+  """What a teacher's checkpoint metadata records and a student must match (base.check_teacher_matches)."""
+  return dict(task=cfg.task, model_config=architecture(config), tokenizer=tokenizer_name(cfg),
+              vocab_size=config.vocab_size)
+
+
+def check_model_fits(cfg: GlueRunConfig, config, tokenizer_size: int) -> None:
+  """Vocabulary and length checks that keep a run from training on out-of-range ids (NaN) or positions."""
+  base.check_vocab(tokenizer_name(cfg), tokenizer_size, cfg.model, config.vocab_size)
+  base.check_length("max_seq_length", cfg.max_seq_length, cfg.model, config.max_position_embeddings)
+
+
+def read_teacher(cfg: GlueRunConfig, config) -> dict:
+  """The teacher's best/ metadata after checking it against this run (cheap: no arrays are read)."""
+  meta = checkpoint.read_metadata(best_checkpoint_dir(cfg.teacher))
   if meta.get("task") != cfg.task:
     raise ValueError(f"--teacher={cfg.teacher!r} was trained on task {meta.get('task')!r}, not {cfg.task!r}")
   if meta.get("num_labels") != _num_labels(cfg.task):
     raise ValueError(f"--teacher has {meta.get('num_labels')} labels; task {cfg.task} needs {_num_labels(cfg.task)}")
   if meta.get("bits", "fp32") != "fp32":
     raise ValueError(f"--teacher={cfg.teacher!r} is a {meta.get('bits')} run; the teacher must be fp32")
-  if os.path.abspath(str(meta.get("model"))) != os.path.abspath(cfg.model) and meta.get("model") != cfg.model:
+  if "model_config" not in meta and os.path.abspath(str(meta.get("model"))) != os.path.abspath(cfg.model):
     raise ValueError(f"--teacher was a {meta.get('model')!r} model, this run is --model={cfg.model!r}")
-  restored, _ = checkpoint.restore(ckpt, {"params": abstract_params(model, cfg)})
+  base.check_teacher_matches(identity(cfg, config), meta, cfg.teacher)
+  return meta
+
+
+def load_teacher(cfg: GlueRunConfig, model):
+  """Teacher params (fp32) from an earlier run's best/ checkpoint."""
+  ckpt = best_checkpoint_dir(cfg.teacher)
+  restored, meta = checkpoint.restore(ckpt, {"params": abstract_params(model, cfg)})
   logging.info("teacher from %s (step %s, %s=%s)", ckpt, meta.get("step"), meta.get("metric_name"), meta.get("metric"))
   return restored["params"], meta
 
 
 def build_experiment(cfg: GlueRunConfig) -> Experiment:
-  """Validates inputs (data, teacher, model) and builds everything train_and_evaluate needs. No training."""
-  if cfg.teacher and cfg.bits == "fp32":
-    raise ValueError("--teacher is only used by quantized runs (--bits other than fp32)")
-  teacher_meta = None
-  if cfg.teacher:  # cheap metadata check before the (slow) data loading
-    teacher_meta = checkpoint.read_metadata(best_checkpoint_dir(cfg.teacher))
-    if teacher_meta.get("task") != cfg.task:
-      raise ValueError(f"--teacher={cfg.teacher!r} was trained on task {teacher_meta.get('task')!r}, "
-                       f"not {cfg.task!r}")
-  train_arrays, eval_arrays = load_arrays(cfg)
+  """Validates inputs (model, vocabulary, teacher, data) and builds everything train_and_evaluate needs. No
+  training. The cheap checks run first, so a bad flag fails before data or weights are read."""
+  config = model_config(cfg)
+  teacher_meta = read_teacher(cfg, config) if cfg.teacher else None
+  examples = load_examples(cfg)
+  tokenizer = None if cfg.task == SYNTHETIC else _tokenizer(cfg)
+  check_model_fits(cfg, config, synthetic.VOCAB_SIZE if tokenizer is None else len(tokenizer))
+  train_arrays, eval_arrays = encode_examples(cfg, examples, tokenizer)
   n_train = len(train_arrays["labels"])
   if n_train < cfg.batch_size:
     raise ValueError(f"train split has {n_train} examples, fewer than --batch_size={cfg.batch_size}")
-  policy = make_policy_for(cfg)
+  policy = cfg.make_policy()
   num_labels = _num_labels(cfg.task)
   is_regression = num_labels == 1
   if cfg.teacher:
     model, _ = build_model(cfg, policy, load_weights=False)
-    teacher_cfg = dataclasses.replace(cfg, bits="fp32")
-    teacher_model, _ = build_model(teacher_cfg, make_policy("fp32"), load_weights=False)
+    teacher_cfg = dataclasses.replace(cfg, bits="fp32", teacher=None)
+    teacher_model, _ = build_model(teacher_cfg, teacher_cfg.make_policy(), load_weights=False)
     teacher_params, _ = load_teacher(cfg, teacher_model)
     params = jax.tree.map(jnp.array, teacher_params)  # the student starts from the teacher (a separate copy)
   else:
@@ -332,23 +327,33 @@ def build_experiment(cfg: GlueRunConfig) -> Experiment:
   num_train_steps = cfg.num_train_steps or max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
   train_config = train.TrainConfig(
       num_train_steps=num_train_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-      warmup_steps=int(cfg.warmup_ratio * num_train_steps), eval_every_steps=cfg.eval_every_steps,
+      warmup_steps=cfg.warmup_steps_for(num_train_steps), eval_every_steps=cfg.eval_every_steps,
       seed=cfg.seed, compute_dtype=cfg.compute_dtype, log_every_steps=cfg.log_every_steps,
       checkpoint_every_steps=cfg.checkpoint_every_steps)
   train_config.validate()
   if cfg.eval_batch_size % jax.device_count():
     raise ValueError(f"--eval_batch_size={cfg.eval_batch_size} must be a multiple of {jax.device_count()} devices")
-  task = GlueTask(cfg.task, model, teacher_model, cfg.loss_terms, is_regression)
-  metadata = dict(task=cfg.task, model=cfg.model, bits=cfg.bits, quant_mode=cfg.quant_mode, num_labels=num_labels,
-                  teacher=cfg.teacher, teacher_metric=None if teacher_meta is None else teacher_meta.get("metric"),
+  task = GlueTask(cfg.task, model, teacher_model, cfg.kd_losses, is_regression)
+  metadata = dict(identity(cfg, config), model=cfg.model, bits=cfg.bits, quant_mode=cfg.quant_mode,
+                  num_labels=num_labels, teacher=cfg.teacher,
+                  teacher_metric=None if teacher_meta is None else teacher_meta.get("metric"),
                   num_train_examples=n_train, steps_per_epoch=steps_per_epoch)
   return Experiment(cfg, task, params, teacher_params, ArrayBatchSource(train_arrays, cfg.batch_size, cfg.seed),
                     eval_arrays, train_config, policy.to_json(), metadata)
 
 
+TASK_KIND = "glue"
+
+
+def run_config_section(cfg: GlueRunConfig) -> dict:
+  """The part of config.json this task owns: a run directory is locked to it (train.rundir)."""
+  return {"kind": TASK_KIND, "run": cfg.locked_dict()}
+
+
 def run(exp: Experiment, workdir: str, argv: list[str] | None = None, git_commit: str | None = None,
         **kwargs) -> dict:
-  run_info = {"config": {"glue": exp.cfg.to_dict()}, "metadata": exp.metadata, "policy_json": exp.policy_json}
+  run_info = {"config": run_config_section(exp.cfg), "metadata": exp.metadata, "policy_json": exp.policy_json,
+              "runtime_keys": exp.cfg.RUNTIME_KEYS}
   if argv is not None:
     run_info["argv"] = argv
   if git_commit:
@@ -357,34 +362,38 @@ def run(exp: Experiment, workdir: str, argv: list[str] | None = None, git_commit
         f"{exp.train_source.num_examples} train / {len(exp.eval_arrays['labels'])} eval examples, "
         f"{exp.train_config.num_train_steps} steps of {exp.cfg.batch_size} "
         f"({exp.train_config.num_train_steps / exp.train_source.steps_per_epoch:.2f} epochs), "
-        f"lr {exp.cfg.learning_rate}, loss {'+'.join(exp.cfg.loss_terms)}, {jax.device_count()} device(s)",
+        f"lr {exp.cfg.learning_rate}, loss {'+'.join(exp.cfg.kd_losses)}, {jax.device_count()} device(s)",
         flush=True)
   result = train.train_and_evaluate(exp.task, exp.params, exp.teacher_params, exp.train_source, exp.eval_batches,
                                     exp.train_config, workdir, run_info, **kwargs)
   if not result.get("interrupted"):
     result["epochs"] = exp.train_config.num_train_steps / exp.train_source.steps_per_epoch
     result.update(task=exp.cfg.task, bits=exp.cfg.bits, quant_mode=exp.cfg.quant_mode, model=exp.cfg.model)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(result, f, indent=2, sort_keys=True)
+    rundir.write_json_atomic(os.path.join(workdir, rundir.SUMMARY), result)
   return result
 
 
 def load_run_config(workdir: str) -> GlueRunConfig:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a run directory of experiments.glue?")
-  with open(path) as f:
-    return GlueRunConfig.from_dict(json.load(f)["glue"])
+  stored = rundir.RunDir(workdir).read_config()
+  if stored is None:
+    raise FileNotFoundError(f"{os.path.join(workdir, rundir.CONFIG)!r} does not exist: is {workdir!r} a run "
+                            "directory of experiments.glue?")
+  if stored.get("kind") != TASK_KIND:
+    raise ValueError(f"{workdir!r} is a {stored.get('kind')!r} run, not a GLUE run")
+  return GlueRunConfig.from_dict(stored["run"])
 
 
-def evaluate_best(workdir: str) -> tuple[dict[str, float], dict]:
-  """Reloads checkpoints/best of a run and evaluates it. Returns (metrics now, checkpoint metadata)."""
+def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None = None
+                 ) -> tuple[dict[str, float], dict]:
+  """Reloads checkpoints/best of a run and evaluates it: on the run's own validation split, or on `split` of
+  `data_dir` (any labelled file of the task, e.g. a held-out test TSV). Returns (metrics now, checkpoint metadata)."""
   cfg = load_run_config(workdir)
+  if data_dir is not None:
+    cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(data_dir))
   ckpt = best_checkpoint_dir(workdir)
-  policy = make_policy_for(cfg)
-  model, _ = build_model(cfg, policy, load_weights=False)
+  model, _ = build_model(cfg, cfg.make_policy(), load_weights=False)
   restored, meta = checkpoint.restore(ckpt, {"params": abstract_params(model, cfg)})
-  eval_arrays = load_eval_arrays(cfg)
+  eval_arrays = load_eval_arrays(cfg, split or "validation")
   task = GlueTask(cfg.task, model, None, ("gt",), _num_labels(cfg.task) == 1)
   mesh = train.make_mesh()
   params = train.replicate(restored["params"], mesh)
@@ -392,13 +401,13 @@ def evaluate_best(workdir: str) -> tuple[dict[str, float], dict]:
   return train.evaluate(params, lambda: eval_batches(eval_arrays, cfg.eval_batch_size), eval_fn, mesh, task), meta
 
 
-def load_eval_arrays(cfg: GlueRunConfig) -> dict[str, np.ndarray]:
+def load_eval_arrays(cfg: GlueRunConfig, split: str = "validation") -> dict[str, np.ndarray]:
   if cfg.task == SYNTHETIC:
-    return synthetic.make_split("validation", None, cfg.max_seq_length)
-  eval_ex = glue_data.load_split(cfg.task, "validation", cfg.data_dir)
+    return synthetic.make_split(split, None, cfg.max_seq_length)
+  eval_ex = glue_data.load_split(cfg.task, split, cfg.data_dir)
   return glue_data.encode(eval_ex, _tokenizer(cfg), cfg.max_seq_length)
 
 
 def _tokenizer(cfg: GlueRunConfig):
   from int4jax.tokenizers import load_tokenizer  # pylint: disable=g-import-not-at-top
-  return load_tokenizer(cfg.tokenizer or (cfg.model if os.path.isdir(cfg.model) else "bert-base-uncased"))
+  return load_tokenizer(tokenizer_name(cfg))

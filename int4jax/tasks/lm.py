@@ -40,10 +40,12 @@ from int4jax.models import gpt2
 from int4jax.models import registry
 from int4jax.models.outputs import Taps
 from int4jax.quant import policy as policy_lib
+from int4jax.tasks import base
 from int4jax.quant.policy import QuantPolicy
 from int4jax.train import checkpoint
 from int4jax.train import distill
 from int4jax.train import loop as train
+from int4jax.train import rundir
 
 LM_LOSS_TERMS = ("gt", "logit", "att", "rep")
 PAPER_GPT2_LOSS_TERMS = ("gt", "logit", "att", "rep")   # Table C.1 bold: ClsLoss + Logit + Att* + Rep
@@ -219,47 +221,45 @@ def restore_run(workdir: str, *, policy="stored", dtype=jnp.float32, which: str 
 # ------------------------------------------------------------------------------------------------ the run
 
 BITS = ("fp32", "w4a16", "w4a8", "w4a4", "w8a8", "w8a16")
+TASK_KIND = "lm"
 
 
-@dataclasses.dataclass(frozen=True)
-class LMRunConfig:
-  """Everything a run needs; `validate` checks it before any work."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMRunConfig(base.RunConfig):
+  """An LM run: the shared RunConfig fields (with the GPT-2 recipe's defaults) plus the task's own.
+
+  `model` is a GPT-2 preset (random init) or a Hugging Face GPT-2 directory (pretrained init).
+  """
   workdir: str
   model: str = "gpt2_base"
   n_layer: int | None = None
   n_embd: int | None = None
   n_head: int | None = None
   n_positions: int | None = None
-  init: str = "scratch"
   post_ln: bool = False
   dataset: str = "ptb"
-  data_dir: str | None = None
-  tokenizer: str = "gpt2"
+  tokenizer: str | None = "gpt2"
   block_size: int = 1024
   eval_stride: int | None = None
-  bits: str = "fp32"
-  symmetric: bool = True
-  weight_group_size: int | None = None
   weight_clip: tuple[float, float] | None = (-1.0, 1.0)
-  act_clip: tuple[float, float] | None = None
-  teacher: str | None = None
-  loss_terms: tuple[str, ...] | None = None  # None: ("gt",) without a teacher, the paper's four with one
-  dropout: float = 0.05
+  dropout: float | None = 0.05
   learning_rate: float = 1e-4
   batch_size: int = 8
-  num_train_steps: int | None = None
   num_epochs: float = 90.0
-  warmup_steps: int | None = None            # None: 5% of the steps
+  warmup_ratio: float | None = 0.05
   weight_decay: float = 0.01
   grad_clip_norm: float = 1.0
-  eval_every_steps: int = 1000
-  log_every_steps: int = 50
   eval_batch_size: int = 8
-  compute_dtype: str = "float32"
-  seed: int = 42
   time_budget_s: float | None = None
   max_steps_this_run: int | None = None
   cache_dir: str | None = None
+
+  RUNTIME_KEYS = ("workdir", "time_budget_s", "max_steps_this_run", "cache_dir")
+  PATH_FIELDS = ("model", "teacher", "tokenizer", "data_dir", "workdir", "cache_dir")
+
+  @property
+  def pretrained(self) -> bool:
+    return os.path.isdir(self.model)
 
 
 class TimeBudgetExceeded(Exception):
@@ -300,36 +300,32 @@ def _model_overrides(cfg: LMRunConfig) -> dict:
 
 
 def validate(cfg: LMRunConfig) -> Plan:
-  """All checks before work starts; errors name the flag."""
+  """All checks before work starts (base.RunConfig.validate, then the LM ones); errors name the flag."""
+  cfg.validate()
   if cfg.bits not in BITS:
     raise ValueError(f"--bits={cfg.bits!r} is not one of {BITS}")
   if cfg.block_size < 2:
     raise ValueError(f"--block_size={cfg.block_size} must be >= 2")
   if cfg.eval_stride is not None and not 1 <= cfg.eval_stride <= cfg.block_size:
     raise ValueError(f"--eval_stride={cfg.eval_stride} must be in [1, --block_size={cfg.block_size}]")
-  if not 0.0 <= cfg.dropout < 1.0:
-    raise ValueError(f"--dropout={cfg.dropout} must be in [0, 1)")
-  if cfg.compute_dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"--compute_dtype={cfg.compute_dtype!r} must be float32 or bfloat16")
-  for name in ("weight_clip", "act_clip"):
-    clip = getattr(cfg, name)
-    if clip is not None and not clip[0] < clip[1]:
-      raise ValueError(f"--{name}={clip} must be lo,hi with lo < hi")
-  if cfg.bits != "fp32" and cfg.teacher is None and cfg.loss_terms not in (None, ("gt",)):
+  if cfg.dropout is None:
+    raise ValueError("--dropout must be set for LM runs (the GPT-2 recipe uses 0.05)")
+  if cfg.quantized and cfg.teacher is None and cfg.kd_losses not in (None, ("gt",)):
     raise ValueError(f"--bits={cfg.bits} with KD loss terms needs --teacher=<workdir of the FP teacher>")
   lm_data.check_sources(cfg.dataset, cfg.data_dir)
   tokenizer = tokenizers.load_tokenizer(cfg.tokenizer)
   vocab = len(tokenizer)
 
-  quant_policy = policy_lib.make_policy(cfg.bits, symmetric=cfg.symmetric, weight_group_size=cfg.weight_group_size,
-                                        weight_clip=cfg.weight_clip if cfg.bits != "fp32" else None,
-                                        act_clip=cfg.act_clip if cfg.bits != "fp32" else None)
+  quant_policy = cfg.make_policy()
   drop = {"resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout}
   dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
   teacher_meta = None
   if cfg.teacher is not None:
     teacher_meta = read_run_metadata(cfg.teacher)
     stored = teacher_meta["model_config"]
+    if teacher_meta.get("tokenizer") not in (None, cfg.tokenizer):
+      raise ValueError(f"--teacher={cfg.teacher!r} was trained with tokenizer {teacher_meta.get('tokenizer')!r}; "
+                       f"this run has --tokenizer={cfg.tokenizer!r}")
     if cfg.post_ln and not stored.get("post_ln"):
       raise ValueError(f"--post_ln was given but the teacher {cfg.teacher!r} is Pre-LN; the student copies the "
                        "teacher's architecture")
@@ -338,16 +334,14 @@ def validate(cfg: LMRunConfig) -> Plan:
                        f"trained with {teacher_meta.get('tokenizer_vocab_size')} (vocab_size {stored['vocab_size']})")
     _, config = build_model(stored, quant_policy, dtype, **drop)
     where = f"the teacher's n_positions ({cfg.teacher})"
-  elif cfg.init != "scratch":
-    if not os.path.isdir(cfg.init):
-      raise FileNotFoundError(f"--init={cfg.init!r} is neither 'scratch' nor a Hugging Face GPT-2 directory")
+  elif cfg.pretrained:
     if cfg.post_ln:
-      raise ValueError("--post_ln needs --init=scratch: released GPT-2 checkpoints are Pre-LN")
-    config = registry.get_config(cfg.init, policy=quant_policy, dtype=dtype, **drop)
+      raise ValueError("--post_ln needs a preset --model (random init): released GPT-2 checkpoints are Pre-LN")
+    config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype, **drop)
     if config.vocab_size != vocab:
-      raise ValueError(f"--tokenizer={cfg.tokenizer!r} has {vocab} tokens but the checkpoint --init={cfg.init!r} "
+      raise ValueError(f"--tokenizer={cfg.tokenizer!r} has {vocab} tokens but the checkpoint --model={cfg.model!r} "
                        f"has vocab_size {config.vocab_size}")
-    where = f"n_positions of --init={cfg.init}"
+    where = f"n_positions of --model={cfg.model}"
   else:
     config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype, post_ln=cfg.post_ln,
                                  vocab_size=vocab, **_model_overrides(cfg), **drop)
@@ -357,9 +351,9 @@ def validate(cfg: LMRunConfig) -> Plan:
   if cfg.block_size > config.n_positions:
     raise ValueError(f"--block_size={cfg.block_size} is larger than the {where}: {config.n_positions}")
 
-  terms = cfg.loss_terms or (PAPER_GPT2_LOSS_TERMS if cfg.teacher else ("gt",))
+  terms = cfg.kd_losses or (PAPER_GPT2_LOSS_TERMS if cfg.teacher else ("gt",))
   if cfg.teacher is None and set(terms) != {"gt"}:
-    raise ValueError(f"--loss_terms={','.join(terms)} need --teacher")
+    raise ValueError(f"--kd_losses={','.join(terms)} need --teacher")
   return Plan(config=config, policy=quant_policy, tokenizer=tokenizer, teacher_meta=teacher_meta,
               loss_terms=tuple(terms))
 
@@ -369,8 +363,8 @@ def _initial_params(cfg: LMRunConfig, plan: Plan, model):
     # A second copy, not the teacher's arrays: the train step donates the student's buffers.
     _, params, _ = restore_run(cfg.teacher, policy=None)
     return params
-  if cfg.init != "scratch":
-    _, params = registry.load_pretrained(cfg.init, policy=plan.policy, task="lm", dtype=plan.config.dtype)
+  if cfg.pretrained:
+    _, params = registry.load_pretrained(cfg.model, policy=plan.policy, task="lm", dtype=plan.config.dtype)
     return params
   ids = jnp.zeros((1, cfg.block_size), jnp.int32)
   return jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), ids)["params"]
@@ -390,10 +384,27 @@ def _read_results(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def run(cfg: LMRunConfig, argv: Sequence[str] | None = None) -> dict:
-  """Validates, trains (or resumes), re-loads the best checkpoint, evaluates valid + test; returns results.json."""
-  t0 = time.time()
+def run_config_section(cfg: LMRunConfig) -> dict:
+  """The part of config.json this task owns: a run directory is locked to it (train.rundir)."""
+  return {"kind": TASK_KIND, "run": cfg.locked_dict()}
+
+
+def prepare(cfg: LMRunConfig, *, overwrite: bool = False) -> tuple[LMRunConfig, Plan]:
+  """Validation and the run-directory check, before any data or weights are read: every input error is a
+  ValueError / FileNotFoundError here (launchers turn them into one-line usage errors). Returns the config with
+  absolute paths and its Plan."""
+  cfg = cfg.with_absolute_paths()
   plan = validate(cfg)
+  rundir.RunDir(cfg.workdir).prepare(run_config_section(cfg), overwrite=overwrite, runtime_keys=cfg.RUNTIME_KEYS)
+  return cfg, plan
+
+
+def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool = False,
+        prepared: tuple[LMRunConfig, Plan] | None = None) -> dict:
+  """Validates (unless `prepared` is the result of `prepare`), trains (or resumes), re-loads the best checkpoint,
+  evaluates valid + test; returns results.json."""
+  t0 = time.time()
+  cfg, plan = prepared or prepare(cfg, overwrite=overwrite)
   model = gpt2.GPT2LMHeadModel(plan.config)
   teacher_model = teacher_params = None
   if cfg.teacher is not None:
@@ -407,9 +418,8 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None) -> dict:
   valid = lm_data.eval_split(corpus.ids["valid"], cfg.block_size, cfg.eval_stride)
   test = lm_data.eval_split(corpus.ids["test"], cfg.block_size, cfg.eval_stride)
   steps = cfg.num_train_steps or max(1, int(round(cfg.num_epochs * source.steps_per_epoch)))
-  warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * steps)
   tcfg = train.TrainConfig(num_train_steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                           warmup_steps=min(warmup, steps), weight_decay=cfg.weight_decay,
+                           warmup_steps=cfg.warmup_steps_for(steps), weight_decay=cfg.weight_decay,
                            grad_clip_norm=cfg.grad_clip_norm, eval_every_steps=min(cfg.eval_every_steps, steps),
                            seed=cfg.seed, compute_dtype=cfg.compute_dtype,
                            log_every_steps=min(cfg.log_every_steps, steps))
@@ -424,10 +434,10 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None) -> dict:
   task = LMTask(model, teacher_model, plan.loss_terms)
   meta = {"task": "lm", "model_config": model_config, "dataset": cfg.dataset, "block_size": cfg.block_size,
           "tokenizer": cfg.tokenizer, "tokenizer_vocab_size": len(plan.tokenizer), "bits": cfg.bits,
-          "symmetric": cfg.symmetric, "teacher": cfg.teacher}
-  cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
-  run_info = {"config": {"lm": cfg_dict, "model_config": model_config, "loss_terms": list(plan.loss_terms)},
-              "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv)}
+          "symmetric": cfg.symmetric, "quant_mode": cfg.quant_mode, "teacher": cfg.teacher}
+  run_info = {"config": dict(run_config_section(cfg), model_config=model_config, kd_losses=list(plan.loss_terms)),
+              "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv),
+              "runtime_keys": cfg.RUNTIME_KEYS}
   train_src = source if cfg.time_budget_s is None else _Deadline(source, t0 + cfg.time_budget_s)
   stopped_at = None
   try:
@@ -454,7 +464,7 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None) -> dict:
       "num_params": int(sum(np.size(x) for x in jax.tree.leaves(best_params))),
       "train_wall_time_s": summary.get("wall_time_s"), "examples_per_s": summary.get("examples_per_s"),
       "device_kind": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "command": " ".join(argv or sys.argv), "git_commit": train.git_commit(),
+      "command": " ".join(argv or sys.argv), "git_commit": rundir.git_commit(),
       "valid": _evaluate_positions(eval_model, best_params, valid, cfg.eval_batch_size),
       "test": _evaluate_positions(eval_model, best_params, test, cfg.eval_batch_size),
   }
@@ -463,9 +473,42 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None) -> dict:
     results["teacher_perplexity"] = {s: teacher_results[s]["perplexity"] for s in ("valid", "test")}
     results["gap"] = {s: results[s]["perplexity"] - teacher_results[s]["perplexity"] for s in ("valid", "test")}
   results["wall_time_s"] = time.time() - t0
-  with open(os.path.join(cfg.workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  rundir.write_json_atomic(os.path.join(cfg.workdir, "results.json"), results)
   gap = "" if "gap" not in results else f" (gap valid {results['gap']['valid']:+.2f}, test {results['gap']['test']:+.2f})"
   print(f"RESULT {plan.policy.name}: best step {results['best_step']}, valid ppl {results['valid']['perplexity']:.3f}, "
         f"test ppl {results['test']['perplexity']:.3f}{gap}, wall {results['wall_time_s']:.0f}s", flush=True)
   return results
+
+
+def load_run_config(workdir: str) -> LMRunConfig:
+  stored = rundir.RunDir(workdir).read_config()
+  if stored is None:
+    raise FileNotFoundError(f"{os.path.join(workdir, rundir.CONFIG)!r} does not exist: is {workdir!r} a run "
+                            "directory of experiments.lm?")
+  if stored.get("kind") != TASK_KIND:
+    raise ValueError(f"{workdir!r} is a {stored.get('kind')!r} run, not a language-model run")
+  return LMRunConfig.from_dict(dict(stored["run"], workdir=os.path.abspath(workdir)))
+
+
+def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None = None
+                 ) -> tuple[dict[str, float], dict]:
+  """Reloads checkpoints/best of an LM run and evaluates it the way training did (its policy, compute dtype and
+  blocks): on the run's validation split, or on `split` (train / valid / test) of `data_dir`.
+  Returns (metrics now, checkpoint metadata)."""
+  cfg = load_run_config(workdir)
+  if data_dir is not None:
+    cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(data_dir))
+  split = split or "valid"
+  if split not in lm_data.SPLITS:
+    raise ValueError(f"--split={split!r} is not one of {lm_data.SPLITS} for an LM run")
+  dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+  model, params, meta = restore_run(workdir, dtype=dtype)
+  tokenizer = tokenizers.load_tokenizer(cfg.tokenizer)
+  corpus = lm_data.load_corpus(cfg.dataset, tokenizer, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir)
+  ids = lm_data.eval_split(corpus.ids[split], cfg.block_size, cfg.eval_stride)
+  task = LMTask(model, None, ("gt",))
+  mesh = train.make_mesh()
+  eval_fn = jax.jit(lambda p, b: train.eval_step(p, b, task=task, compute_dtype=cfg.compute_dtype))
+  metrics_now = train.evaluate(train.replicate(params, mesh), lambda: ids.batches(cfg.eval_batch_size), eval_fn,
+                               mesh, task)
+  return metrics_now, meta

@@ -31,9 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +47,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from int4jax.train import checkpoint
+from int4jax.train import rundir
 
 # Incremented each time a step function is traced; the no-retrace test reads it.
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -194,45 +193,24 @@ def replicate(tree, mesh: Mesh):
 
 
 # ----------------------------------------------------------------------------------------------
-# Run directory
+# Guards
 
 
-def git_commit() -> str:
-  try:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                          timeout=10, check=True).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
+class NonFiniteLoss(FloatingPointError):
+  """The training loss became NaN or inf; the run stops before any checkpoint is written from that state."""
 
 
-def _write_run_files(workdir: str, config: TrainConfig, run_info: dict) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({"train": dataclasses.asdict(config), **run_info.get("config", {})}, f, indent=2, sort_keys=True)
-  argv = run_info.get("argv", sys.argv)
-  commit = run_info.get("git_commit") or git_commit()
-  with open(os.path.join(workdir, "command.txt"), "a") as f:
-    f.write(f"{' '.join(argv)}\n# git {commit}  {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-  if run_info.get("policy_json"):
-    with open(os.path.join(workdir, "policy.json"), "w") as f:
-      f.write(run_info["policy_json"])
-
-
-def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops rows logged after the checkpoint we resume from (they will be logged again, identically)."""
-  if not os.path.exists(path):
+def _check_finite(pending: list[tuple[int, jax.Array]]) -> None:
+  """Raises NonFiniteLoss naming the first step in `pending` whose loss is not finite; empties `pending`."""
+  if not pending:
     return
-  with open(path) as f:
-    rows = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-  with open(path, "w") as f:
-    f.writelines(rows)
-
-
-def _append_jsonl(path: str, row: dict) -> None:
-  if jax.process_index() == 0:
-    with open(path, "a") as f:
-      f.write(json.dumps(row, sort_keys=True) + "\n")
+  values = jax.device_get([loss for _, loss in pending])
+  steps = [step for step, _ in pending]
+  pending.clear()
+  for step, value in zip(steps, values):
+    if not np.isfinite(value):
+      raise NonFiniteLoss(f"training loss is {float(value)} at step {step}: stopping; no checkpoint was written "
+                          "from it (lower --learning_rate, check the data, or set --clip)")
 
 
 def _to_float_dict(d: dict) -> dict[str, float]:
@@ -244,7 +222,9 @@ def _to_float_dict(d: dict) -> dict[str, float]:
 
 
 def evaluate(params, eval_batches: Callable[[], Iterable], eval_fn, mesh: Mesh, task: TrainTask) -> dict:
-  accumulated = [jax.device_get(eval_fn(params, shard_batch(b, mesh))) for b in eval_batches()]
+  batches = tqdm.tqdm(eval_batches(), desc="eval", unit="batch", leave=False, dynamic_ncols=True,
+                      mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=jax.process_index() != 0)
+  accumulated = [jax.device_get(eval_fn(params, shard_batch(b, mesh))) for b in batches]
   if not accumulated:
     raise ValueError("the evaluation split yielded no batches")
   return {k: float(v) for k, v in task.summarize(accumulated).items()}
@@ -256,16 +236,22 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
   """Trains `params` on `task`, evaluating and checkpointing; resumes from workdir/checkpoints/latest.
 
   run_info (all optional): "config" (resolved experiment config, merged into config.json), "metadata" (stored
-  in every checkpoint, e.g. task / model / num_labels), "policy_json", "argv", "git_commit".
+  in every checkpoint, e.g. task / model / num_labels), "policy_json", "argv", "git_commit", "runtime_keys" (config
+  keys that may change between resumes). The run directory's rules (train/rundir.py) apply: a different config in
+  an existing workdir raises rundir.RunConfigMismatch before anything is written.
   max_steps_this_run stops (after saving latest/) once that many steps ran in this call: a preemption stand-in.
-  Returns {"final": metrics, "best": metrics, "best_step", "step", "wall_time_s", "examples_per_s", ...}.
+  A non-finite loss raises NonFiniteLoss before any checkpoint is written from it.
+  Returns {"final": metrics, "best": metrics, "best_step", "step", "wall_time_s", "examples_per_s", ...};
+  examples_per_s counts training steps only (no compilation, no evaluation, no checkpointing).
   """
   config.validate()
   t_start = time.time()
-  _write_run_files(workdir, config, run_info)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  latest_dir = os.path.join(workdir, "checkpoints", checkpoint.LATEST)
-  best_dir = os.path.join(workdir, "checkpoints", checkpoint.BEST)
+  rd = rundir.RunDir(workdir)
+  is_main = jax.process_index() == 0
+  rd.start({"train": dataclasses.asdict(config), **run_info.get("config", {})}, argv=run_info.get("argv"),
+           commit=run_info.get("git_commit"), policy_json=run_info.get("policy_json"),
+           runtime_keys=run_info.get("runtime_keys", ()))
+  latest_dir, best_dir = rd.latest_dir, rd.best_dir
   base_meta = dict(run_info.get("metadata", {}), policy_json=run_info.get("policy_json"),
                    metric_name=task.metric_name, train_config=dataclasses.asdict(config))
 
@@ -279,13 +265,15 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
 
   best_value, best_metrics, best_step, wall_before = None, None, None, 0.0
   meta = {}
-  if checkpoint.latest_step(latest_dir) is not None:
-    restored, meta = checkpoint.restore(latest_dir, {"state": state})
-    state = restored["state"]
+  restored = checkpoint.restore_newest(latest_dir, {"state": state}, rd.corrupt_dir)
+  if restored is not None:
+    state, meta = restored[0]["state"], restored[1]
     wall_before = meta.get("train_wall_s", 0.0)
-    _truncate_metrics(metrics_path, int(state.step))
     logging.info("resumed from %s at step %d", latest_dir, int(state.step))
     print(f"resuming from step {int(state.step)} ({latest_dir})", flush=True)
+  # A fresh start keeps no metrics rows; a resume keeps those up to its step (later ones are logged again).
+  if is_main:
+    rd.truncate_metrics(int(state.step))
   # A kill can leave best/ ahead of latest/ (when latest/ is saved less often than evaluations run). Those
   # evaluations are redone deterministically, so drop their best/ and take the running best as it stood at
   # latest/'s step; otherwise the re-run would compare against a best from its own future.
@@ -309,29 +297,54 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
     best = None if best_value is None else {"value": best_value, "metrics": best_metrics, "step": best_step}
     checkpoint.save(latest_dir, step, {"state": state}, dict(
         base_meta, step=step, data_position={"step": step, "epoch_batch": pos},
-        metrics=last_metrics, best=best, train_wall_s=wall_before + time.time() - t_start))
+        metrics=last_metrics, best=best, train_wall_s=wall_before + time.time() - t_start), keep=2)
 
   start = int(state.step)
   first_step_this_run = start
   last_metrics = None
-  is_main = jax.process_index() == 0
   bar = tqdm.tqdm(total=config.num_train_steps, initial=start, unit="step", dynamic_ncols=True,
                   mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=not is_main)
-  t_log, steps_since_log, examples_per_s = time.time(), 0, float("nan")
-  t_train = time.time()
+  # Throughput clock: runs only over training steps. It starts after the first step of this run has finished
+  # (that step includes compilation) and pauses for evaluation and checkpointing.
+  timed_steps = timed_s = 0.0
+  interval_steps, interval_s, clock = 0, 0.0, None
+  examples_per_s = float("nan")
+  pending_losses: list[tuple[int, jax.Array]] = []
+
+  def stop_clock():
+    nonlocal clock, interval_s
+    if clock is not None:
+      jax.block_until_ready(state.step)
+      interval_s += time.time() - clock
+      clock = None
+
   for step in range(start, config.num_train_steps):
     state, aux = step_fn(state, shard_batch(train.batch_at(step), mesh), teacher_params)
     done = step + 1
-    steps_since_log += 1
+    pending_losses.append((done, aux["loss"]))
     bar.update(1)
+    if done == first_step_this_run + 1:   # compilation + the first step stay outside the clock
+      jax.block_until_ready(state.step)
+      clock = time.time()
+    else:
+      interval_steps += 1
     if done % config.log_every_steps == 0 or done == config.num_train_steps:
+      _check_finite(pending_losses)
+      stop_clock()
       aux = _to_float_dict(aux)
-      elapsed = time.time() - t_log
-      examples_per_s = steps_since_log * config.batch_size / max(elapsed, 1e-9)
+      examples_per_s = interval_steps * config.batch_size / interval_s if interval_s > 0 else float("nan")
+      timed_steps, timed_s = timed_steps + interval_steps, timed_s + interval_s
+      interval_steps, interval_s = 0, 0.0
       bar.set_postfix(loss=f"{aux['loss']:.4f}", ex_per_s=f"{examples_per_s:.0f}")
-      _append_jsonl(metrics_path, {"step": done, "split": "train", "examples_per_s": examples_per_s, **aux})
-      t_log, steps_since_log = time.time(), 0
+      if is_main:
+        rd.append_metrics({"step": done, "split": "train", "examples_per_s": examples_per_s, **aux})
     evaluate_now = done % config.eval_every_steps == 0 or done == config.num_train_steps
+    ckpt_every = config.checkpoint_every_steps
+    saved_now = evaluate_now if ckpt_every is None else (done % ckpt_every == 0 or done == config.num_train_steps)
+    stop_now = max_steps_this_run is not None and done - first_step_this_run >= max_steps_this_run
+    if evaluate_now or saved_now or stop_now:
+      _check_finite(pending_losses)   # never evaluate or checkpoint a state that came from a NaN step
+      stop_clock()
     if evaluate_now:
       last_metrics = evaluate(state.params, eval_batches, eval_fn, mesh, task)
       value = last_metrics[task.metric_name]
@@ -341,22 +354,23 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
         # best/ before latest/: a kill between the two re-runs this eval, which reproduces the same best.
         checkpoint.save(best_dir, done, {"params": state.params},
                         dict(base_meta, step=done, metric=value, metrics=last_metrics))
-      _append_jsonl(metrics_path, {"step": done, "split": "eval", **last_metrics,
-                                   f"best_{task.metric_name}": best_value})
+      if is_main:
+        rd.append_metrics({"step": done, "split": "eval", **last_metrics, f"best_{task.metric_name}": best_value})
       bar.write(f"step {done}: {task.metric_name}={value:.4f} (best {best_value:.4f} at step {best_step})")
-    ckpt_every = config.checkpoint_every_steps
-    saved_now = evaluate_now if ckpt_every is None else (done % ckpt_every == 0 or done == config.num_train_steps)
     if saved_now:
       save_latest(done, last_metrics)
-    if max_steps_this_run is not None and done - first_step_this_run >= max_steps_this_run:
-      if done < config.num_train_steps:
-        if not saved_now:  # saving the same step twice raises orbax's StepAlreadyExistsError
-          save_latest(done, last_metrics)
-        bar.close()
-        print(f"stopping after {max_steps_this_run} steps at step {done} (checkpoint saved)", flush=True)
-        return {"interrupted": True, "step": done}
+    if clock is None:   # restart after a pause for logging, evaluation or checkpointing
+      clock = time.time()
+    if stop_now and done < config.num_train_steps:
+      if not saved_now:  # saving the same step twice raises orbax's StepAlreadyExistsError
+        save_latest(done, last_metrics)
+      bar.close()
+      print(f"stopping after {max_steps_this_run} steps at step {done} (checkpoint saved)", flush=True)
+      return {"interrupted": True, "step": done}
   bar.close()
-  train_wall = time.time() - t_train
+  _check_finite(pending_losses)
+  stop_clock()
+  timed_steps, timed_s = timed_steps + interval_steps, timed_s + interval_s
   steps_run = config.num_train_steps - first_step_this_run
   if last_metrics is None:  # resumed at the very end: report what was logged
     last_metrics = checkpoint.read_metadata(latest_dir).get("metrics") or best_metrics
@@ -364,13 +378,13 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
       "final": last_metrics, "best": best_metrics, "best_step": best_step, "metric_name": task.metric_name,
       "step": config.num_train_steps, "steps_this_run": steps_run,
       "wall_time_s": wall_before + time.time() - t_start,
-      "examples_per_s": steps_run * config.batch_size / max(train_wall, 1e-9),
+      "examples_per_s": timed_steps * config.batch_size / timed_s if timed_s > 0 else float("nan"),
       "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
   }
   if is_main:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(result, f, indent=2, sort_keys=True)
+    rundir.write_json_atomic(rd.file(rundir.SUMMARY), result)
   print(f"summary: {task.metric_name} best={best_value:.4f} at step {best_step}, "
         f"final={last_metrics[task.metric_name]:.4f}, steps={config.num_train_steps}, "
-        f"wall={result['wall_time_s']:.1f}s, {result['examples_per_s']:.0f} ex/s, workdir={workdir}", flush=True)
+        f"wall={result['wall_time_s']:.1f}s, {result['examples_per_s']:.0f} ex/s (training steps only), "
+        f"workdir={workdir}", flush=True)
   return result

@@ -13,7 +13,9 @@ from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import bart
 from int4jax.quant.policy import make_policy
 
-torch = pytest.importorskip("torch")
+def _torch():
+  """torch, or a skip of the calling test only (the tests that need no reference model run without torch)."""
+  return pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -42,12 +44,12 @@ def _batch(seed: int = 0):
 def _save_hf(path, seed: int = 0, **overrides):
   # init_std 0.2 (not 0.02) so that attention is far from uniform; LayerNorms and the logits bias made non-trivial.
   cfg = transformers.BartConfig(**TINY, init_std=0.2, attn_implementation="eager", **overrides)
-  torch.manual_seed(seed)
+  _torch().manual_seed(seed)
   model = transformers.BartForConditionalGeneration(cfg).eval()
-  with torch.no_grad():
+  with _torch().no_grad():
     for name, p in model.named_parameters():
       if "layer_norm" in name or "layernorm" in name:
-        p.add_(0.1 * torch.randn_like(p))
+        p.add_(0.1 * _torch().randn_like(p))
     model.final_logits_bias.normal_()
   model.save_pretrained(str(path))
   return model
@@ -65,8 +67,8 @@ def loaded(hf_dir):
 
 
 def _torch_forward(model, src, src_mask, tgt, tgt_mask):
-  t = lambda a: torch.tensor(a, dtype=torch.long)
-  with torch.no_grad():
+  t = lambda a: _torch().tensor(a, dtype=_torch().long)
+  with _torch().no_grad():
     return model(t(src), attention_mask=t(src_mask), decoder_input_ids=t(tgt), decoder_attention_mask=t(tgt_mask),
                  output_hidden_states=True, output_attentions=True)
 
@@ -103,11 +105,11 @@ def test_default_decoder_inputs_are_shifted_labels(hf_dir, loaded):
   model, params = loaded
   labels = np.array([[5, 6, 7, 2], [8, 9, -100, -100]], np.int32)
   from transformers.models.bart.modeling_bart import shift_tokens_right as hf_shift
-  expected = hf_shift(torch.tensor(labels, dtype=torch.long), PAD, 2).numpy()
+  expected = hf_shift(_torch().tensor(labels, dtype=_torch().long), PAD, 2).numpy()
   np.testing.assert_array_equal(bart.shift_tokens_right(labels, PAD, 2), expected)
   src, src_mask, _, _ = _batch()
-  with torch.no_grad():
-    ref = torch_model(torch.tensor(src, dtype=torch.long), attention_mask=torch.tensor(src_mask)).logits.numpy()
+  with _torch().no_grad():
+    ref = torch_model(_torch().tensor(src, dtype=_torch().long), attention_mask=_torch().tensor(src_mask)).logits.numpy()
   assert _max_diff(model.apply({"params": params}, src, src_mask).logits, ref) <= TOL
 
 

@@ -15,7 +15,9 @@ from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import bert
 from int4jax.quant.policy import make_policy
 
-torch = pytest.importorskip("torch")
+def _torch():
+  """torch, or a skip of the calling test only (the tests that need no reference model run without torch)."""
+  return pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 TOL = 1e-4  # float32 parity with PyTorch, max abs
@@ -26,9 +28,9 @@ def _max_diff(a, b) -> float:
 
 
 def _torch_forward(model, ids, mask, types):
-  with torch.no_grad():
-    return model(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long),
-                 token_type_ids=torch.tensor(types, dtype=torch.long), output_hidden_states=True,
+  with _torch().no_grad():
+    return model(_torch().tensor(ids, dtype=_torch().long), attention_mask=_torch().tensor(mask, dtype=_torch().long),
+                 token_type_ids=_torch().tensor(types, dtype=_torch().long), output_hidden_states=True,
                  output_attentions=True)
 
 
@@ -91,8 +93,8 @@ def test_real_checkpoint_all_minilm_l6_v2():
   out = model.apply({"params": params}, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"],
                     taps=Taps(hidden_states=True))
   ref_model = transformers.BertModel.from_pretrained(str(path)).eval()
-  with torch.no_grad():
-    ref = ref_model(**{k: torch.tensor(v) for k, v in enc.items()}, output_hidden_states=True)
+  with _torch().no_grad():
+    ref = ref_model(**{k: _torch().tensor(v) for k, v in enc.items()}, output_hidden_states=True)
   assert len(out.hidden_states) == 7
   for i, (ours, theirs) in enumerate(zip(out.hidden_states, ref.hidden_states)):
     assert _max_diff(ours, theirs.numpy()) <= TOL, f"hidden state {i}"

@@ -12,7 +12,9 @@ from int4jax.models import Taps, get_config, load_pretrained
 from int4jax.models import gpt2
 from int4jax.quant.policy import make_policy
 
-torch = pytest.importorskip("torch")
+def _torch():
+  """torch, or a skip of the calling test only (the tests that need no reference model run without torch)."""
+  return pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -38,12 +40,12 @@ def _batch(batch: int = 3, seq: int = 9, seed: int = 0):
 def _save_hf(path, seed: int = 0, **overrides):
   # initializer_range 0.2 (not 0.02) so that attention is far from uniform and the comparison has signal.
   cfg = transformers.GPT2Config(**TINY, initializer_range=0.2, attn_implementation="eager", **overrides)
-  torch.manual_seed(seed)
+  _torch().manual_seed(seed)
   model = transformers.GPT2LMHeadModel(cfg).eval()
-  with torch.no_grad():  # LayerNorms away from (1, 0) so that a swapped scale/bias would show
+  with _torch().no_grad():  # LayerNorms away from (1, 0) so that a swapped scale/bias would show
     for name, p in model.named_parameters():
       if ".ln_" in name:
-        p.add_(0.1 * torch.randn_like(p))
+        p.add_(0.1 * _torch().randn_like(p))
   model.save_pretrained(str(path))
   return model
 
@@ -69,8 +71,8 @@ def test_parity_with_transformers(hf_dir, loaded):
   model, params = loaded
   assert isinstance(model, gpt2.GPT2LMHeadModel) and not model.config.post_ln
   ids, mask = _batch()
-  with torch.no_grad():
-    ref = torch_model(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long),
+  with _torch().no_grad():
+    ref = torch_model(_torch().tensor(ids, dtype=_torch().long), attention_mask=_torch().tensor(mask, dtype=_torch().long),
                       output_hidden_states=True, output_attentions=True)
   out = model.apply({"params": params}, ids, mask, taps=Taps.all())
   fast = model.apply({"params": params}, ids, mask)  # no taps: jax.nn.dot_product_attention path

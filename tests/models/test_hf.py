@@ -10,7 +10,9 @@ from int4jax import tokenizers
 from int4jax.models import get_config, hf, load_pretrained, registry
 from int4jax.models import bert
 
-torch = pytest.importorskip("torch")
+def _torch():
+  """torch, or a skip of the calling test only (the tests that need no reference model run without torch)."""
+  return pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
@@ -45,12 +47,12 @@ def test_missing_tensor_is_named(base_dir, tmp_path):
 
 
 def test_unexpected_tensor_is_named(base_dir, tmp_path, caplog):
-  path = _edited_copy(base_dir, tmp_path / "ckpt", lambda t: {**t, "encoder.layer.0.extra.weight": torch.zeros(3)})
+  path = _edited_copy(base_dir, tmp_path / "ckpt", lambda t: {**t, "encoder.layer.0.extra.weight": _torch().zeros(3)})
   with pytest.raises(ValueError, match="unexpected tensor 'encoder.layer.0.extra.weight'"):
     load_pretrained(path)
   # Pretraining heads (BertForPreTraining's cls.*) and id buffers are known extras: skipped, and logged.
   path = _edited_copy(base_dir, tmp_path / "pretraining", lambda t: {
-      **t, "cls.predictions.bias": torch.zeros(1000), "embeddings.position_ids": torch.arange(64)[None]})
+      **t, "cls.predictions.bias": _torch().zeros(1000), "embeddings.position_ids": _torch().arange(64)[None]})
   with caplog.at_level(logging.INFO):
     load_pretrained(path)
   assert "cls.predictions.bias, embeddings.position_ids" in caplog.text
@@ -58,7 +60,7 @@ def test_unexpected_tensor_is_named(base_dir, tmp_path, caplog):
 
 def test_misshaped_tensor_is_named(base_dir, tmp_path):
   name = "encoder.layer.0.intermediate.dense.weight"
-  path = _edited_copy(base_dir, tmp_path / "ckpt", lambda t: {**t, name: torch.zeros(128, 32)})
+  path = _edited_copy(base_dir, tmp_path / "ckpt", lambda t: {**t, name: _torch().zeros(128, 32)})
   with pytest.raises(ValueError, match=f"tensor '{name}' has shape \\(128, 32\\)"):
     load_pretrained(path)
 
@@ -103,13 +105,13 @@ def test_pytorch_bin_and_bf16_safetensors(base_dir, tmp_path):
   state = safetensors_torch.load_file(str(base_dir / "model.safetensors"))
   (tmp_path / "bin").mkdir()
   shutil.copy(base_dir / "config.json", tmp_path / "bin")
-  torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
+  _torch().save(state, tmp_path / "bin" / "pytorch_model.bin")
   _, from_bin = load_pretrained(tmp_path / "bin")
   _params_equal(ref, from_bin)
   bf16 = hf.read_safetensors(_edited_copy(base_dir, tmp_path / "bf16", lambda t: {
-      k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in t.items()}) / "model.safetensors")
+      k: v.to(_torch().bfloat16) if v.is_floating_point() else v for k, v in t.items()}) / "model.safetensors")
   name = "encoder.layer.0.output.dense.weight"
-  np.testing.assert_array_equal(bf16[name].astype(np.float32), state[name].to(torch.bfloat16).float().numpy())
+  np.testing.assert_array_equal(bf16[name].astype(np.float32), state[name].to(_torch().bfloat16).float().numpy())
 
 
 def test_hub_name_resolves_through_cache(base_dir, tmp_path):
@@ -180,3 +182,53 @@ def test_tokenizer_from_checkpoint_dir_and_errors(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="empty"):
     tokenizers.load_tokenizer(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------------------ loader messages
+
+def _bert_config_json(path, **drop):
+  cfg = {"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1,
+         "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+  for k in drop:
+    cfg.pop(k)
+  path.mkdir(exist_ok=True)
+  (path / "config.json").write_text(json.dumps(cfg))
+  return path
+
+
+def test_config_missing_field_names_file_and_field(tmp_path):
+  from int4jax.models import registry
+  d = _bert_config_json(tmp_path / "ckpt", hidden_size=None)
+  with pytest.raises(ValueError, match=r"config\.json: missing field 'hidden_size'"):
+    registry.get_config(str(d))
+
+
+def test_config_invalid_json_names_file(tmp_path):
+  from int4jax.models import registry
+  d = tmp_path / "ckpt"
+  d.mkdir()
+  (d / "config.json").write_text('{"model_type": "bert", ')
+  with pytest.raises(ValueError, match=r"config\.json: invalid JSON"):
+    registry.get_config(str(d))
+
+
+def test_bert_config_override_of_unknown_field_is_refused(tmp_path):
+  from int4jax.models import registry
+  d = _bert_config_json(tmp_path / "ckpt")
+  with pytest.raises(ValueError, match=r"unknown config field\(s\) \['hidden_dim'\] for BERT config\.json"):
+    registry.get_config(str(d), hidden_dim=8)
+
+
+def test_truncated_safetensors_names_file_and_tensor(tmp_path):
+  from safetensors.numpy import save_file
+  path = tmp_path / "model.safetensors"
+  save_file({"a.weight": np.ones((4, 4), np.float32), "b.weight": np.ones((64, 64), np.float32)}, str(path))
+  size = path.stat().st_size
+  with open(path, "r+b") as f:
+    f.truncate(size - 100)
+  with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'b\.weight' needs bytes .* truncated"):
+    hf.read_safetensors(str(path))
+  with open(path, "r+b") as f:
+    f.truncate(20)
+  with pytest.raises(ValueError, match=r"model\.safetensors: truncated safetensors header"):
+    hf.read_safetensors(str(path))
