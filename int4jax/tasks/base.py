@@ -100,8 +100,6 @@ class RunConfig:
       raise ValueError(f"--warmup_ratio={self.warmup_ratio} must be in [0, 1)")
     if self.dropout is not None and not 0 <= self.dropout < 1:
       raise ValueError(f"--dropout={self.dropout} must be in [0, 1)")
-    if self.teacher and not self.quantized:
-      raise ValueError("--teacher is only used by quantized runs (--bits other than fp32)")
     if self.kd_losses is not None:
       distill.validate_loss_terms(self.kd_losses, has_teacher=bool(self.teacher))
     return self

@@ -57,6 +57,8 @@ class GlueRunConfig(base.RunConfig):
       raise ValueError(
           f"--bits={self.bits} trains a quantized student and needs --teacher=<workdir of an fp32 run>; first run "
           f"`python -m experiments.glue --task={self.task} --model={self.model} --bits=fp32 --workdir=<teacher dir>`")
+    if self.teacher and not self.quantized:
+      raise ValueError("--teacher is only used by quantized runs (--bits other than fp32)")
     super().validate()
     if self.max_seq_length <= 0:
       raise ValueError(f"--max_seq_length={self.max_seq_length} must be positive")

@@ -15,15 +15,15 @@ $PY -c "
 from int4jax import tokenizers; from int4jax.data import lm
 lm.load_corpus('ptb', tokenizers.load_tokenizer('$D/gpt2'), data_dir='$D', cache_dir='$R/cache')"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-T="--init=scratch --bits=fp32 --dropout=0.1 --learning_rate=${T_LR:-6e-4} --batch_size=${T_BS:-16} --num_train_steps=${T_STEPS:-1200} --warmup_steps=${T_WARM:-200} --eval_every_steps=${T_EVAL:-200} --time_budget_s=${T_BUDGET:-150}"
+T="--bits=fp32 --dropout=0.1 --learning_rate=${T_LR:-6e-4} --batch_size=${T_BS:-16} --num_train_steps=${T_STEPS:-1200} --warmup_steps=${T_WARM:-200} --eval_every_steps=${T_EVAL:-200} --time_budget_s=${T_BUDGET:-150}"
 timeout ${T_TIMEOUT:-200} $PY -m experiments.lm $COMMON $MODEL $T --workdir=$R/fp > $R/fp.log 2>&1 &
 timeout ${T_TIMEOUT:-200} $PY -m experiments.lm $COMMON $MODEL $T --post_ln --workdir=$R/post_fp > $R/post_fp.log 2>&1 &
 wait; echo "teachers done at $(( $(date +%s) - T0 ))s"
 grep -a "RESULT\|model:\|budget\|Error" $R/fp.log $R/post_fp.log | tail -6
 # On-demand allocation: six student steps of ~10 GB each fit in 80 GB; fixed fractions would not.
 S="--learning_rate=${S_LR:-1e-4} --batch_size=${S_BS:-8} --num_train_steps=${S_STEPS:-500} --eval_every_steps=${S_EVAL:-100} --time_budget_s=${S_BUDGET:-190}"
-for cfg in "fp_kd fp --bits=fp32 --loss_terms=gt,logit,att,rep" "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" \
-           "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --nosymmetric" "post_w4a4 post_fp --bits=w4a4"; do
+for cfg in "fp_kd fp --bits=fp32 --kd_losses=gt,logit,att,rep" "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" \
+           "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --quant_mode=asym" "post_w4a4 post_fp --bits=w4a4"; do
   set -- $cfg; name=$1; teacher=$2; shift 2
   timeout ${S_TIMEOUT:-250} $PY -m experiments.lm $COMMON $S --teacher=$R/$teacher "$@" --workdir=$R/$name > $R/$name.log 2>&1 &
 done

@@ -106,12 +106,28 @@ def _cli(*args, timeout=600):
   return out.stdout
 
 
-def test_cli_two_stage_default_and_eval(tmp_path):
-  out = _cli("experiments.glue", "--task=synthetic", "--model=bert_tiny", "--num_train_steps=8",
-             "--max_train_examples=128", "--batch_size=16", "--eval_every_steps=8", f"--workdir={tmp_path}")
+def test_cli_design_card_command_trains_then_reuses_its_teacher_and_eval(tmp_path):
+  """`python -m experiments.glue --bits=w4a4` without --teacher trains its FP32 teacher in <workdir>/teacher and says
+  so; the same command again reuses it and resumes the finished student; eval reloads best/ exactly and on another
+  split; a different flag in the same workdir is refused naming the key."""
+  args = ("experiments.glue", "--task=synthetic", "--model=bert_tiny", "--bits=w4a4", "--num_train_steps=8",
+          "--max_train_examples=128", "--batch_size=16", "--eval_every_steps=8", f"--workdir={tmp_path}")
+  out = _cli(*args)
+  assert f"no --teacher given, training one in {tmp_path / 'teacher'}" in out
   assert "FP32 teacher accuracy" in out and "W4A4 sym student" in out and out.count("summary:") == 2
-  out = _cli("experiments.eval", f"--workdir={tmp_path / 'w4a4_sym'}")
+  out = _cli(*args)
+  assert "reusing the finished run" in out and "resuming from step 8" in out
+  out = _cli("experiments.eval", f"--workdir={tmp_path}")
   assert "identical" in out
+  out = _cli("experiments.eval", f"--workdir={tmp_path}", "--split=test")
+  assert "on test: accuracy=" in out
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  config_before = (tmp_path / "config.json").read_text()
+  refused = subprocess.run([sys.executable, "-m", *args[:-1], "--learning_rate=0.01", f"--workdir={tmp_path}",
+                            "--teacher=" + str(tmp_path / "teacher")], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=600)
+  assert refused.returncode != 0 and "run.learning_rate: 0.0005 -> 0.01" in refused.stderr, refused.stderr[-2000:]
+  assert (tmp_path / "config.json").read_text() == config_before
 
 
 def test_cli_flag_errors_are_one_line_usage_errors(tmp_path):

@@ -111,6 +111,12 @@ def test_rerun_resumes_to_the_same_result(runs):
   assert "resuming from step 24" in out
   after = json.loads((root / "fp" / "results.json").read_text())["valid"]["perplexity"]
   np.testing.assert_allclose(after, before, rtol=1e-6)
+  # experiments.eval works for LM runs too: best/ reproduces the logged validation perplexity, and evaluates test.
+  assert "identical" in cli("experiments.eval", f"--workdir={root / 'fp'}")
+  out = cli("experiments.eval", f"--workdir={root / 'fp'}", "--split=test")
+  test_ppl = float(out.rsplit("perplexity=", 1)[1].split()[0])
+  fp_results = json.loads((root / "fp" / "results.json").read_text())
+  np.testing.assert_allclose(test_ppl, fp_results["test"]["perplexity"], rtol=1e-4)
 
 
 def test_analysis_writes_json_and_png(runs):
