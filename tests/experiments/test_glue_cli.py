@@ -132,6 +132,8 @@ def test_cli_design_card_command_trains_then_reuses_its_teacher_and_eval(tmp_pat
 
 def test_cli_flag_errors_are_one_line_usage_errors(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  for name in ("train.tsv", "dev.tsv"):   # a valid SST-2 folder: the vocabulary check is what must fail
+    (tmp_path / name).write_text("sentence\tlabel\na fine film\t1\n")
   cases = [(["--teacher=x"], "--teacher needs --bits"),
            (["--bits=fp32", "--max_seq_length=4096"], "larger than model 'bert_tiny'"),
            (["--bits=fp32", "--clip=3,1"], "lo must be below hi"),

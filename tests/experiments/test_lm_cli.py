@@ -55,8 +55,8 @@ def cli(module, *args):
   return proc.stdout
 
 
-TINY = ["--model=gpt2_tiny", "--block_size=32", "--batch_size=4", "--eval_batch_size=4", "--num_train_steps=24",
-        "--eval_every_steps=12", "--log_every_steps=6"]
+TINY = ["--model=gpt2_tiny", "--block_size=32", "--batch_size=4", "--eval_batch_size=4", "--num_train_steps=300",
+        "--eval_every_steps=150", "--log_every_steps=50"]
 
 
 def unigram_perplexity(data_dir, tok_dir, split="valid"):
@@ -108,7 +108,7 @@ def test_rerun_resumes_to_the_same_result(runs):
   before = json.loads((root / "fp" / "results.json").read_text())["valid"]["perplexity"]
   common = [f"--data_dir={runs['data']}", f"--tokenizer={runs['tok']}"] + TINY
   out = cli("experiments.lm", *common, "--bits=fp32", "--learning_rate=3e-3", f"--workdir={root / 'fp'}")
-  assert "resuming from step 24" in out
+  assert "resuming from step 300" in out
   after = json.loads((root / "fp" / "results.json").read_text())["valid"]["perplexity"]
   np.testing.assert_allclose(after, before, rtol=1e-6)
   # experiments.eval works for LM runs too: best/ reproduces the logged validation perplexity, and evaluates test.
@@ -197,12 +197,12 @@ def test_tokenizer_vocab_must_match_checkpoint(tmp_path):
 def test_tokenizer_vocab_must_match_teacher(runs, tmp_path):
   cfg = lm_pipeline.LMRunConfig(workdir=str(tmp_path / "s"), data_dir=runs["data"], teacher=str(runs["root"] / "fp"),
                        tokenizer=write_tokenizer(tmp_path / "tok2", extra_tokens=3), block_size=32, bits="w4a4")
-  with pytest.raises(ValueError, match="260 tokens but the teacher"):
+  with pytest.raises(ValueError, match=r"was trained with tokenizer .*/tok'; this run has --tokenizer=.*/tok2'"):
     lm_pipeline.validate(cfg)
 
 
 def test_flag_errors(tmp_path):
-  with pytest.raises(ValueError, match="--teacher"):
+  with pytest.raises(ValueError, match="need a teacher"):
     lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", kd_losses=("gt", "logit")))
   with pytest.raises(ValueError, match="--eval_stride"):
     lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), eval_stride=64))
