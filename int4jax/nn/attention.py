@@ -81,6 +81,16 @@ def update_decode_state(module: nn.Module, batch: int, seq: int, attention_mask,
   return start, key_mask.value
 
 
+def flash_implementation(q, mask=None) -> str | None:
+  """"cudnn" (flash attention) on a GPU for bf16/fp16 heads it takes and no dense mask; None (XLA) otherwise.
+
+  jax.nn.dot_product_attention's own default is XLA everywhere, which materialises the scores (46% slower for
+  BERT-large at 32 x 512 on the H200)."""
+  ok = (jax.devices()[0].platform == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
+        and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
+  return "cudnn" if ok else None
+
+
 def attention_core(q, k, v, mask, *, dropout_rate: float, deterministic: bool, want_scores: bool,
                    want_probs: bool, dropout_rng=None, dtype=jnp.float32):
   """Scaled dot-product attention on [batch, len, heads, head_dim] inputs.
@@ -90,7 +100,7 @@ def attention_core(q, k, v, mask, *, dropout_rate: float, deterministic: bool, w
   """
   dropout_active = dropout_rate > 0.0 and not deterministic
   if not (want_scores or want_probs or dropout_active):
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=flash_implementation(q, mask))
     return out, None, None
   scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
   scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
@@ -215,7 +225,8 @@ class MultiHeadAttention(nn.Module):
     if self.dropout_rate > 0.0 and not deterministic:
       dropout_rng = self.make_rng("dropout")
     if kv_seq_lengths is not None and mask is None and not (want_scores or want_probs):
-      out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_seq_lengths)
+      out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_seq_lengths,
+                                         implementation=flash_implementation(q))
       scores = probs = None
     else:
       out, scores, probs = attention_core(q, k, v, mask, dropout_rate=self.dropout_rate,

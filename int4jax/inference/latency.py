@@ -1,0 +1,321 @@
+"""End-to-end encoder latency of every inference path, in one process (the paper's Figures 2-3).
+
+Paths (BERT encoder, random weights, no padding mask, batch x seq grid):
+  torch_eager_fp16, torch_compile_fp16  HF transformers BertModel in fp16 (SDPA attention), only where torch sees CUDA
+  jax_bf16            plain jitted JAX, written here in jnp from the same weights, cuDNN flash attention
+  int4jax_bf16        int4jax's own BertModel, fp32 policy, bf16 params and compute
+  int4jax_w8a8, int4jax_w4a4, int4jax_w4a4_ffn_in
+                      the integer engine (`inference.engine`) on packed weights (`inference.export`), symmetric
+  xla_int8, xla_fp8   the plain JAX encoder with its four GEMM types quantized in jnp: per-token activation and
+                      per-channel weight scales, `lax.dot_general` with preferred_element_type (int32 / f32)
+
+Timing: wall clock around each call followed by `jax.block_until_ready` (torch: `torch.cuda.synchronize`), after
+warm-up; the median of `runs` calls is reported, so host dispatch is included (as a user sees it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from int4jax.inference import engine, export
+from int4jax.models import bert, hf
+from int4jax.nn.attention import flash_implementation
+from int4jax.quant.policy import make_policy
+
+PATHS = ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16", "int4jax_w8a8", "int4jax_w4a4",
+         "int4jax_w4a4_ffn_in", "xla_int8", "xla_fp8")
+GRID = ((1, 128), (8, 128), (32, 128), (32, 384), (32, 512))
+MODELS = ("bert_base", "bert_large")
+# Cells run in this order within a grid point (torch.compile last: its compiles are the slowest), so that a time
+# budget cuts the least informative cells.
+RUN_ORDER = ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w8a8", "int4jax_w4a4_ffn_in", "xla_int8",
+             "xla_fp8", "torch_eager_fp16", "torch_compile_fp16")
+ENGINE_POLICIES = {"int4jax_w8a8": ("w8a8", None), "int4jax_w4a4": ("w4a4", None),
+                   "int4jax_w4a4_ffn_in": ("w4a4", ("ffn_in",))}
+_GEMMS = {"query", "key", "value", "output", "intermediate"}
+
+
+def time_calls(fn: Callable[[], Any], sync: Callable[[Any], Any], *, warmup: int, runs: int) -> dict:
+  for _ in range(warmup):
+    sync(fn())
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    sync(fn())
+    times.append(time.perf_counter() - t0)
+  return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "runs": runs}
+
+
+# ------------------------------------------------------------------ plain JAX encoder (+ XLA int8 / fp8 GEMMs)
+
+
+def _quant_rows(x, kind):
+  """Per-row symmetric quantization in jnp: (codes, scale [rows] f32)."""
+  qmax = 127.0 if kind == "int8" else 448.0
+  x = x.astype(jnp.float32)
+  s = jnp.maximum(jnp.max(jnp.abs(x), axis=-1), 1e-8) / qmax
+  y = x / s[:, None]
+  q = jnp.clip(jnp.round(y), -qmax, qmax).astype(jnp.int8) if kind == "int8" else y.astype(jnp.float8_e4m3fn)
+  return q, s
+
+
+def xla_quantize_weights(params, kind: str):
+  """Every GEMM kernel [K, N] of the four quantized types -> (codes [N, K], per-channel scale [N]), offline."""
+  def visit(path, leaf):
+    names = [getattr(k, "key", None) for k in path]
+    if names[-1] == "kernel" and names[0] == "encoder" and names[-2] in _GEMMS:
+      return _quant_rows(leaf.T, kind)
+    return leaf
+  return jax.tree_util.tree_map_with_path(visit, params)
+
+
+def _dense(x, p, kind: str | None):
+  k = p["kernel"]
+  if kind is None:
+    y = jnp.dot(x, k, preferred_element_type=jnp.float32)
+  else:
+    (wq, ws), (xq, xs) = k, _quant_rows(x.reshape(-1, x.shape[-1]), kind)
+    acc = jax.lax.dot_general(xq, wq, (((1,), (1,)), ((), ())),
+                              preferred_element_type=jnp.int32 if kind == "int8" else jnp.float32)
+    y = (acc.astype(jnp.float32) * xs[:, None] * ws[None, :]).reshape(x.shape[:-1] + (wq.shape[0],))
+  return (y + p["bias"].astype(jnp.float32)).astype(jnp.bfloat16)
+
+
+def _ln(x, p, eps):
+  x32 = x.astype(jnp.float32)
+  mu = jnp.mean(x32, -1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mu), -1, keepdims=True)
+  return ((x32 - mu) * jax.lax.rsqrt(var + eps) * p["scale"].astype(jnp.float32)
+          + p["bias"].astype(jnp.float32)).astype(jnp.bfloat16)
+
+
+def plain_encoder(params, ids, cfg: bert.BertConfig, kind: str | None = None):
+  """BERT encoder in plain jnp, bf16 (kind None) or with int8/fp8 GEMMs; returns the sequence output."""
+  e = params["embeddings"]
+  x = (e["word_embeddings"]["embedding"][ids] + e["position_embeddings"]["embedding"][None, : ids.shape[1]]
+       + e["token_type_embeddings"]["embedding"][0])
+  x = _ln(x, e["layer_norm"], cfg.layer_norm_eps)
+  b, s = ids.shape
+  for i in range(cfg.num_layers):
+    p = params["encoder"][f"layer_{i}"]
+    a = p["attention"]
+    heads = lambda t: t.reshape(b, s, cfg.num_heads, cfg.head_dim)
+    q, k, v = (heads(_dense(x, a[n], kind)) for n in ("query", "key", "value"))
+    o = jax.nn.dot_product_attention(q, k, v, implementation=flash_implementation(q)).reshape(b, s, -1)
+    x = _ln(x + _dense(o, a["output"], kind), p["attention_norm"], cfg.layer_norm_eps)
+    h = jax.nn.gelu(_dense(x, p["intermediate"], kind).astype(jnp.float32), approximate=False).astype(jnp.bfloat16)
+    x = _ln(x + _dense(h, p["output"], kind), p["output_norm"], cfg.layer_norm_eps)
+  return x
+
+
+# ------------------------------------------------------------------ torch
+
+
+def torch_status() -> str | None:
+  """None when torch with CUDA is usable here, else why not."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return "torch is not installed"
+  if not torch.cuda.is_available():
+    return f"torch {torch.__version__} sees no CUDA device"
+  return None
+
+
+def torch_model(cfg: bert.BertConfig):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf_cfg = transformers.BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                                   num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                                   intermediate_size=cfg.intermediate_size, attn_implementation="sdpa")
+  return transformers.BertModel(hf_cfg, add_pooling_layer=False).eval().half().cuda(), torch
+
+
+# ------------------------------------------------------------------ the benchmark
+
+
+@dataclasses.dataclass
+class Settings:
+  models: tuple[str, ...] = MODELS
+  grid: tuple[tuple[int, int], ...] = GRID
+  paths: tuple[str, ...] = PATHS
+  warmup: int = 3
+  runs: int = 30
+  budget_s: float = 330.0          # later (model, point, path) cells are skipped once this much time has passed
+  config_overrides: dict = dataclasses.field(default_factory=dict)  # e.g. a tiny model for the CPU smoke run
+
+
+def _jax_sync(x):
+  return jax.block_until_ready(x)
+
+
+def run(settings: Settings) -> dict:
+  t_start = time.perf_counter()
+  tstat = torch_status()
+  rows = []
+  info = {"jax": jax.__version__, "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+          "torch": tstat or "available", "timing": "wall clock per call incl. dispatch, block_until_ready / "
+          "cuda.synchronize; median of runs after warm-up", "runs": settings.runs, "warmup": settings.warmup}
+  # Shapes a chosen kernel cannot take run XLA's path; ops logs each choice and fallback once (see the log).
+  mode = engine.default_mode(allow_xla_fallback=True)
+  for model_name in settings.models:
+    cfg = bert.PRESETS[model_name](**settings.config_overrides)
+    model = bert.build(cfg, "base")
+    ids0 = jnp.zeros((1, 8), jnp.int32)
+    params = jax.jit(lambda r: model.init(r, ids0)["params"])(jax.random.PRNGKey(0))
+    bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    fns: dict[str, Callable] = {}
+    builders = {
+        "jax_bf16": lambda: (lambda ids: plain_encoder(bf16, ids, cfg)),
+        "xla_int8": lambda: _xla_path(bf16, cfg, "int8"),
+        "xla_fp8": lambda: _xla_path(bf16, cfg, "fp8"),
+        "int4jax_bf16": lambda: _own_bf16(cfg, bf16),
+    }
+    for name, (preset, gemms) in ENGINE_POLICIES.items():
+      builders[name] = (lambda preset=preset, gemms=gemms: _engine_path(params, cfg, preset, gemms, mode))
+    torch_fns = {}
+    if tstat is None and any(p.startswith("torch") for p in settings.paths):
+      tm, torch = torch_model(cfg)
+      torch_fns["torch_eager_fp16"] = tm
+      if "torch_compile_fp16" in settings.paths:
+        torch_fns["torch_compile_fp16"] = torch.compile(tm)
+    for batch, seq in settings.grid:
+      ids_np = np.random.default_rng(batch * 1000 + seq).integers(0, cfg.vocab_size, (batch, seq))
+      ids = jnp.asarray(ids_np, jnp.int32)
+      for path in sorted(settings.paths, key=RUN_ORDER.index):
+        row = {"model": model_name, "batch": batch, "seq": seq, "path": path}
+        if time.perf_counter() - t_start > settings.budget_s:
+          rows.append(dict(row, status="skipped: time budget"))
+          continue
+        try:
+          if path.startswith("torch"):
+            if tstat is not None:
+              rows.append(dict(row, status=f"not available: {tstat}"))
+              continue
+            tids = torch.as_tensor(ids_np).cuda()
+            with torch.inference_mode():
+              res = time_calls(lambda: torch_fns[path](input_ids=tids).last_hidden_state,
+                               lambda _: torch.cuda.synchronize(), warmup=settings.warmup, runs=settings.runs)
+          else:
+            if path not in fns:
+              fns[path] = jax.jit(builders[path]())
+            f = fns[path]
+            t0 = time.perf_counter()
+            _jax_sync(f(ids))
+            compile_s = time.perf_counter() - t0
+            res = dict(time_calls(lambda: f(ids), _jax_sync, warmup=settings.warmup, runs=settings.runs),
+                       first_call_s=compile_s)
+          rows.append(dict(row, status="ok", **res))
+          logging.info("%s %dx%d %s: %.3f ms", model_name, batch, seq, path, res["median_ms"])
+        except Exception as e:  # pylint: disable=broad-except
+          logging.exception("%s %dx%d %s failed", model_name, batch, seq, path)
+          rows.append(dict(row, status=f"error: {type(e).__name__}: {str(e)[:300]}"))
+    del fns, params, bf16, torch_fns
+  info["wall_s"] = time.perf_counter() - t_start
+  return {"info": info, "rows": rows}
+
+
+def _xla_path(bf16_params, cfg, kind):
+  qparams = xla_quantize_weights(bf16_params, kind)
+  return lambda ids: plain_encoder(qparams, ids, cfg, kind)
+
+
+def _own_bf16(cfg, bf16_params):
+  model = bert.build(dataclasses.replace(cfg, policy=make_policy("fp32"), dtype=jnp.bfloat16), "base")
+  return lambda ids: model.apply({"params": bf16_params}, ids).logits
+
+
+def _engine_path(params, cfg, preset, gemms, mode):
+  policy = make_policy(preset, gemms=gemms or ("qkv", "attn_out", "ffn_in", "ffn_out"))
+  qcfg = dataclasses.replace(cfg, policy=policy)
+  flat = export.pack_params(params, qcfg, "base")
+  meta = {"family": "bert", "task": "base", "config": export.config_to_dict(qcfg),
+          "policy": json.loads(policy.to_json()), "fuse_qkv": True}
+  eng = engine.from_params(meta, hf.unflatten(flat), int_mode=mode)
+  return lambda ids: eng.model.apply({"params": eng.params}, ids).logits
+
+
+# ------------------------------------------------------------------ reports
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+  """Adds speedup_vs_<baseline> (baseline ms / this ms) for each ok row, per (model, batch, seq)."""
+  base = {}
+  for r in rows:
+    if r["status"] == "ok":
+      base[(r["model"], r["batch"], r["seq"], r["path"])] = r["median_ms"]
+  out = []
+  for r in rows:
+    r = dict(r)
+    if r["status"] == "ok":
+      for b in ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16"):
+        ms = base.get((r["model"], r["batch"], r["seq"], b))
+        if ms:
+          r[f"speedup_vs_{b}"] = ms / r["median_ms"]
+    out.append(r)
+  return out
+
+
+def markdown(result: dict, command: str = "", commit: str = "") -> str:
+  info, rows = result["info"], speedups(result["rows"])
+  paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
+  lines = [f"# End-to-end BERT encoder latency on {info['device']}", "",
+           f"Command: `{command}`; commit {commit}; jax {info['jax']}; torch: {info['torch']}.",
+           f"Timing: {info['timing']} ({info['runs']} runs, {info['warmup']} warm-up). Random weights, no padding "
+           "mask. ms (speedup vs jax_bf16).", ""]
+  cell = {(r["model"], r["batch"], r["seq"], r["path"]): r for r in rows}
+  for model in dict.fromkeys(r["model"] for r in rows):
+    lines += [f"## {model}", "", "| batch x seq | " + " | ".join(paths) + " |", "|---" * (len(paths) + 1) + "|"]
+    for b, s in dict.fromkeys((r["batch"], r["seq"]) for r in rows if r["model"] == model):
+      cells = []
+      for p in paths:
+        r = cell.get((model, b, s, p))
+        if r is None:
+          cells.append("")
+        elif r["status"] != "ok":
+          cells.append(r["status"].split(":")[0])
+        else:
+          sp = r.get("speedup_vs_jax_bf16")
+          cells.append(f"{r['median_ms']:.3f}" + (f" ({sp:.2f}x)" if sp and p != "jax_bf16" else ""))
+      lines.append(f"| {b}x{s} | " + " | ".join(cells) + " |")
+    lines.append("")
+  bad = sorted({r["status"] for r in rows if r["status"] != "ok"})
+  if bad:
+    lines += ["Cells not measured: " + "; ".join(bad), ""]
+  return "\n".join(lines)
+
+
+def plot(result: dict, path: str) -> None:
+  """Latency per path per grid point, one panel per model (the paper's Figures 2-3 as grouped bars)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = [r for r in result["rows"] if r["status"] == "ok"]
+  models = list(dict.fromkeys(r["model"] for r in rows))
+  if not models:
+    return
+  fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
+  for ax, model in zip(axes[0], models):
+    mr = [r for r in rows if r["model"] == model]
+    points = list(dict.fromkeys((r["batch"], r["seq"]) for r in mr))
+    paths = [p for p in PATHS if any(r["path"] == p for r in mr)]
+    width = 0.8 / max(len(paths), 1)
+    for j, p in enumerate(paths):
+      ys = [next((r["median_ms"] for r in mr if (r["batch"], r["seq"]) == pt and r["path"] == p), np.nan)
+            for pt in points]
+      ax.bar(np.arange(len(points)) + j * width, ys, width, label=p)
+    ax.set_xticks(np.arange(len(points)) + 0.4 - width / 2, [f"{b}x{s}" for b, s in points])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (median)")
+    ax.set_title(f"{model} on {result['info']['device']}")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
