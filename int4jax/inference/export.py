@@ -228,7 +228,7 @@ def from_glue_run(workdir: str):
   from int4jax.tasks import glue  # pylint: disable=g-import-not-at-top
   from int4jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   cfg = glue.load_run_config(workdir)
-  policy = glue.make_policy_for(cfg)
+  policy = cfg.make_policy()
   if policy.is_float:
     raise ValueError(f"{workdir!r} is a float run (bits={cfg.bits!r}): nothing to pack; export a quantized run "
                      "(or an HF checkpoint with --bits)")
