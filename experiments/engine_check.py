@@ -34,7 +34,10 @@ def main(argv):
     if extra == "clip":
       kw.update(weight_clip=(-0.05, 0.05), act_clip=(-3.0, 3.0))
     cfg = bert.bert_tiny(policy=make_policy(preset, **kw), num_labels=3, **over)
-    for dtype, fdt in ((jnp.float32, jnp.float32), (jnp.bfloat16, jnp.bfloat16)):
+    dtypes = [(jnp.float32, jnp.float32)]
+    if preset == "w4a4" and extra is None:  # the production engine (bf16 params and compute), reported not asserted
+      dtypes.append((jnp.bfloat16, jnp.bfloat16))
+    for dtype, fdt in dtypes:
       try:
         r = check.compare(cfg, seed=FLAGS.seed, seq=seq, dtype=dtype, float_dtype=fdt, batch=4)
       except Exception as e:  # pylint: disable=broad-except

@@ -43,7 +43,7 @@ def main(argv):
       params, config, task, family, tok = export.from_hf(FLAGS.hf_dir, policy, FLAGS.task)
       source = FLAGS.hf_dir
     meta = export.export(FLAGS.out, params, config, task, family, tokenizer=tok, source=source)
-  except ValueError as e:
+  except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from None
   b = meta["bytes"]
   print(json.dumps(b, indent=2, sort_keys=True))
