@@ -30,6 +30,7 @@ from int4jax.inference import engine, export
 from int4jax.models import bert, hf
 from int4jax.nn.attention import flash_implementation
 from int4jax.quant.policy import make_policy
+from kernels_pallas import ops
 
 PATHS = ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16", "int4jax_w8a8", "int4jax_w4a4",
          "int4jax_w4a4_ffn_in", "xla_int8", "xla_fp8")
@@ -158,72 +159,103 @@ def _jax_sync(x):
   return jax.block_until_ready(x)
 
 
+class _ModelState:
+  """Weights and compiled callables of one model, built on first use (so a skipped model costs nothing)."""
+
+  def __init__(self, name: str, overrides: dict, mode, want_torch: bool, want_compile: bool):
+    self.name, self.cfg = name, bert.PRESETS[name](**overrides)
+    model = bert.build(self.cfg, "base")
+    ids0 = jnp.zeros((1, 8), jnp.int32)
+    self.params = jax.jit(lambda r: model.init(r, ids0)["params"])(jax.random.PRNGKey(0))
+    self.bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), self.params)
+    self.mode, self.fns, self.torch_fns = mode, {}, {}
+    if want_torch:
+      tm, self.torch = torch_model(self.cfg)
+      self.torch_fns["torch_eager_fp16"] = tm
+      if want_compile:
+        self.torch_fns["torch_compile_fp16"] = self.torch.compile(tm)
+
+  def jax_fn(self, path: str):
+    """fn(ids) for a JAX path; the weights are jit arguments, never baked-in constants."""
+    if path not in self.fns:
+      cfg, bf16 = self.cfg, self.bf16
+      if path == "jax_bf16":
+        fn, weights = (lambda w, ids: plain_encoder(w, ids, cfg)), bf16
+      elif path in ("xla_int8", "xla_fp8"):
+        fn, weights = _xla_path(bf16, cfg, path[4:])
+      elif path == "int4jax_bf16":
+        fn, weights = _own_bf16(cfg, bf16)
+      else:
+        preset, gemms = ENGINE_POLICIES[path]
+        fn, weights = _engine_path(self.params, cfg, preset, gemms, self.mode)
+      self.fns[path] = functools.partial(jax.jit(fn), weights)
+    return self.fns[path]
+
+
+def cell_order(settings: Settings) -> list[tuple[str, tuple[int, int], str]]:
+  """(model, point, path) cells, most informative first, so that a time budget cuts the least: the JAX paths the
+  targets name (bf16 baselines, W4A4, W8A8) for every model, then the other JAX paths, then torch eager, then
+  torch.compile (the slowest to compile)."""
+  tier = {"jax_bf16": 0, "int4jax_bf16": 0, "int4jax_w4a4": 0, "int4jax_w8a8": 0, "int4jax_w4a4_ffn_in": 1,
+          "xla_int8": 1, "xla_fp8": 1, "torch_eager_fp16": 2, "torch_compile_fp16": 3}
+  cells = [(m, pt, p) for m in settings.models for pt in settings.grid for p in settings.paths]
+  return sorted(cells, key=lambda c: (tier[c[2]], settings.models.index(c[0]), settings.grid.index(c[1]),
+                                      RUN_ORDER.index(c[2])))
+
+
 def run(settings: Settings) -> dict:
   t_start = time.perf_counter()
   tstat = torch_status()
-  rows = []
   info = {"jax": jax.__version__, "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
           "torch": tstat or "available", "timing": "wall clock per call incl. dispatch, block_until_ready / "
           "cuda.synchronize; median of runs after warm-up", "runs": settings.runs, "warmup": settings.warmup}
   # Shapes a chosen kernel cannot take run XLA's path; ops logs each choice and fallback once (see the log).
   mode = engine.default_mode(allow_xla_fallback=True)
-  for model_name in settings.models:
-    cfg = bert.PRESETS[model_name](**settings.config_overrides)
-    model = bert.build(cfg, "base")
-    ids0 = jnp.zeros((1, 8), jnp.int32)
-    params = jax.jit(lambda r: model.init(r, ids0)["params"])(jax.random.PRNGKey(0))
-    bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-    fns: dict[str, Callable] = {}
-    # Each builder returns (fn(weights, ids), weights): weights are jit arguments, never baked-in constants.
-    builders = {
-        "jax_bf16": lambda: (lambda w, ids: plain_encoder(w, ids, cfg), bf16),
-        "xla_int8": lambda: _xla_path(bf16, cfg, "int8"),
-        "xla_fp8": lambda: _xla_path(bf16, cfg, "fp8"),
-        "int4jax_bf16": lambda: _own_bf16(cfg, bf16),
-    }
-    for name, (preset, gemms) in ENGINE_POLICIES.items():
-      builders[name] = (lambda preset=preset, gemms=gemms: _engine_path(params, cfg, preset, gemms, mode))
-    torch_fns = {}
-    if tstat is None and any(p.startswith("torch") for p in settings.paths):
-      tm, torch = torch_model(cfg)
-      torch_fns["torch_eager_fp16"] = tm
-      if "torch_compile_fp16" in settings.paths:
-        torch_fns["torch_compile_fp16"] = torch.compile(tm)
-    for batch, seq in settings.grid:
-      ids_np = np.random.default_rng(batch * 1000 + seq).integers(0, cfg.vocab_size, (batch, seq))
-      ids = jnp.asarray(ids_np, jnp.int32)
-      for path in sorted(settings.paths, key=RUN_ORDER.index):
-        row = {"model": model_name, "batch": batch, "seq": seq, "path": path}
-        if time.perf_counter() - t_start > settings.budget_s:
-          rows.append(dict(row, status="skipped: time budget"))
-          continue
-        try:
-          if path.startswith("torch"):
-            if tstat is not None:
-              rows.append(dict(row, status=f"not available: {tstat}"))
-              continue
-            tids = torch.as_tensor(ids_np).cuda()
-            with torch.inference_mode():
-              res = time_calls(lambda: torch_fns[path](input_ids=tids).last_hidden_state,
-                               lambda _: torch.cuda.synchronize(), warmup=settings.warmup, runs=settings.runs)
-          else:
-            if path not in fns:
-              fn, weights = builders[path]()
-              fns[path] = functools.partial(jax.jit(fn), weights)
-            f = fns[path]
-            t0 = time.perf_counter()
-            _jax_sync(f(ids))
-            compile_s = time.perf_counter() - t0
-            res = dict(time_calls(lambda: f(ids), _jax_sync, warmup=settings.warmup, runs=settings.runs),
-                       first_call_s=compile_s)
-          rows.append(dict(row, status="ok", **res))
-          logging.info("%s %dx%d %s: %.3f ms", model_name, batch, seq, path, res["median_ms"])
-        except Exception as e:  # pylint: disable=broad-except
-          logging.exception("%s %dx%d %s failed", model_name, batch, seq, path)
-          rows.append(dict(row, status=f"error: {type(e).__name__}: {str(e)[:300]}"))
-    del fns, params, bf16, torch_fns
+  want_torch = tstat is None and any(p.startswith("torch") for p in settings.paths)
+  states: dict[str, _ModelState] = {}
+  rows = {}
+  for model_name, (batch, seq), path in cell_order(settings):
+    row = {"model": model_name, "batch": batch, "seq": seq, "path": path}
+    key = (model_name, batch, seq, path)
+    if path.startswith("torch") and tstat is not None:
+      rows[key] = dict(row, status=f"not available: {tstat}")
+      continue
+    if time.perf_counter() - t_start > settings.budget_s:
+      rows[key] = dict(row, status="skipped: time budget")
+      continue
+    try:
+      if model_name not in states:
+        states[model_name] = _ModelState(model_name, settings.config_overrides, mode, want_torch,
+                                         "torch_compile_fp16" in settings.paths)
+      st = states[model_name]
+      ids_np = np.random.default_rng(batch * 1000 + seq).integers(0, st.cfg.vocab_size, (batch, seq))
+      if path.startswith("torch"):
+        torch = st.torch
+        tids = torch.as_tensor(ids_np).cuda()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+          st.torch_fns[path](input_ids=tids)
+          torch.cuda.synchronize()
+          first = time.perf_counter() - t0
+          res = time_calls(lambda: st.torch_fns[path](input_ids=tids).last_hidden_state,
+                           lambda _: torch.cuda.synchronize(), warmup=settings.warmup, runs=settings.runs)
+      else:
+        ids = jnp.asarray(ids_np, jnp.int32)
+        f = st.jax_fn(path)
+        t0 = time.perf_counter()
+        _jax_sync(f(ids))
+        first = time.perf_counter() - t0
+        res = time_calls(lambda: f(ids), _jax_sync, warmup=settings.warmup, runs=settings.runs)
+      rows[key] = dict(row, status="ok", first_call_s=first, **res)
+      logging.info("%s %dx%d %s: %.3f ms (first call %.1f s)", model_name, batch, seq, path, res["median_ms"],
+                   first)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("%s %dx%d %s failed", model_name, batch, seq, path)
+      rows[key] = dict(row, status=f"error: {type(e).__name__}: {str(e)[:300]}")
   info["wall_s"] = time.perf_counter() - t_start
-  return {"info": info, "rows": rows}
+  info["kernel_paths"] = sorted(map(str, getattr(ops, "_logged", ())))  # the dispatcher's choices, as it logged them
+  order = [(m, b, s, p) for m in settings.models for b, s in settings.grid for p in settings.paths]
+  return {"info": info, "rows": [rows[k] for k in order if k in rows]}
 
 
 def _xla_path(bf16_params, cfg, kind):
