@@ -67,6 +67,7 @@ def main(argv):
     result = latency.run(settings)
     result["info"]["command"] = "python -m experiments.latency " + " ".join(sys.argv[1:])
     result["info"]["commit"] = _commit()
+  result["rows"] = latency.speedups(result["rows"])
   os.makedirs(FLAGS.out, exist_ok=True)
   name = result["info"]["device"].replace(" ", "_")
   base = os.path.join(FLAGS.out, name)

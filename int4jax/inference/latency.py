@@ -42,6 +42,7 @@ RUN_ORDER = ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w8a8", "int4ja
              "xla_fp8", "torch_eager_fp16", "torch_compile_fp16")
 ENGINE_POLICIES = {"int4jax_w8a8": ("w8a8", None), "int4jax_w4a4": ("w4a4", None),
                    "int4jax_w4a4_ffn_in": ("w4a4", ("ffn_in",))}
+BASELINES = ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16")
 _GEMMS = {"query", "key", "value", "output", "intermediate"}
 
 
@@ -291,7 +292,7 @@ def speedups(rows: list[dict]) -> list[dict]:
   for r in rows:
     r = dict(r)
     if r["status"] == "ok":
-      for b in ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16"):
+      for b in BASELINES:
         ms = base.get((r["model"], r["batch"], r["seq"], b))
         if ms:
           r[f"speedup_vs_{b}"] = ms / r["median_ms"]
@@ -322,10 +323,63 @@ def markdown(result: dict, command: str = "", commit: str = "") -> str:
           cells.append(f"{r['median_ms']:.3f}" + (f" ({sp:.2f}x)" if sp and p != "jax_bf16" else ""))
       lines.append(f"| {b}x{s} | " + " | ".join(cells) + " |")
     lines.append("")
+    bases = [p for p in BASELINES if any(r["path"] == p and r["status"] == "ok" for r in rows)]
+    quant = [p for p in paths if p not in BASELINES]
+    if bases and quant:
+      lines += [f"Speedup of each path vs each baseline ({model}; baseline ms / path ms):", "",
+                "| batch x seq | path | " + " | ".join(f"vs {b}" for b in bases) + " |",
+                "|---|---" + "|---" * len(bases) + "|"]
+      for b, s in dict.fromkeys((r["batch"], r["seq"]) for r in rows if r["model"] == model):
+        for p in quant:
+          r = cell.get((model, b, s, p))
+          if r is None or r["status"] != "ok":
+            continue
+          sps = [r.get(f"speedup_vs_{x}") for x in bases]
+          lines.append(f"| {b}x{s} | {p} | " + " | ".join("" if v is None else f"{v:.2f}x" for v in sps) + " |")
+      lines.append("")
+  lines += targets(rows)
   bad = sorted({r["status"] for r in rows if r["status"] != "ok"})
   if bad:
     lines += ["Cells not measured: " + "; ".join(bad), ""]
   return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> list[str]:
+  """The issue's targets, read off this run: met / not met / not measured, with the numbers."""
+  ms = {(r["model"], r["batch"], r["seq"], r["path"]): r["median_ms"] for r in rows if r["status"] == "ok"}
+  points = list(dict.fromkeys((r["batch"], r["seq"]) for r in rows))
+  out = ["## Targets", ""]
+
+  def verdict(ok):
+    return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+  for model in dict.fromkeys(r["model"] for r in rows):
+    ratios = [(pt, ms[(model, *pt, "int4jax_bf16")] / ms[(model, *pt, "jax_bf16")]) for pt in points
+              if (model, *pt, "int4jax_bf16") in ms and (model, *pt, "jax_bf16") in ms]
+    ok = all(r <= 1.05 for _, r in ratios) if ratios else None
+    out.append(f"- {model}: int4jax bf16 within 5% of plain JAX bf16 at every point: {verdict(ok)} ("
+               + ", ".join(f"{b}x{s} {r:.3f}" for (b, s), r in ratios) + ")")
+  m = "bert_large"
+
+  def speedup(pt, path):
+    base = [ms[k] for k in ((m, *pt, "jax_bf16"), (m, *pt, "int4jax_bf16")) if k in ms]
+    return None if not base or (m, *pt, path) not in ms else min(base) / ms[(m, *pt, path)]
+
+  sp = {pt: speedup(pt, "int4jax_w4a4") for pt in points}
+  big = [sp.get(pt) for pt in ((32, 384), (32, 512))]
+  ok = None if None in big else all(v >= 1.5 for v in big)
+  shown = ", ".join(f"{b}x{s} {v:.2f}x" for (b, s), v in sp.items() if v)
+  out.append(f"- {m} W4A4 >= 1.5x the faster bf16 JAX path at 32x384 and 32x512: {verdict(ok)}"
+             + (f" ({shown})" if shown else ""))
+  vals = [v for v in sp.values() if v is not None]
+  out.append(f"- {m} W4A4 never slower than it: {verdict(all(v >= 1.0 for v in vals) if vals else None)}")
+  v = speedup((32, 512), "int4jax_w8a8")
+  out.append(f"- {m} W8A8 >= 1.3x at 32x512: {verdict(None if v is None else v >= 1.3)}"
+             + ("" if v is None else f" ({v:.2f}x)"))
+  t = ms.get((m, 1, 128, "int4jax_w4a4"))
+  out.append(f"- {m} W4A4 at 1x128 <= 1.2 ms: {verdict(None if t is None else t <= 1.2)}"
+             + ("" if t is None else f" ({t:.3f} ms)"))
+  return out + [""]
 
 
 def plot(result: dict, path: str) -> None:
