@@ -56,11 +56,15 @@ def compare(config: bert.BertConfig, *, seed: int = 0, batch: int = 2, seq: int 
   meta = {"family": "bert", "task": "sequence_classification", "config": export.config_to_dict(config),
           "policy": json.loads(config.policy.to_json()), "fuse_qkv": True}
   eng = engine.from_params(meta, hf.unflatten(flat), int_mode=int_mode or engine.default_mode(), dtype=dtype)
-  out = np.asarray(eng(ids, mask), np.float64)
+  with jax.default_matmul_precision("highest"):  # the engine's float matmuls (attention, heads) not TF32 either
+    out = np.asarray(eng(ids, mask), np.float64)
   scale = float(np.max(np.abs(fake)))
   return {"policy": config.policy.name, "gemms": sorted(config.policy.gemms), "dtype": jnp.dtype(dtype).name,
           "max_abs_diff": float(np.max(np.abs(out - fake))), "max_abs_logit": scale,
           "rel_diff": float(np.max(np.abs(out - fake)) / scale),
           "quant_noise_rel": float(np.max(np.abs(fake - ref)) / scale),
           "argmax_agree": float(np.mean(np.argmax(out, -1) == np.argmax(fake, -1))),
-          "float_tolerance_rel": float_tolerance(config)}
+          "float_tolerance_rel": float_tolerance(config),
+          # the stated tolerance applies to the float32 engine; a bf16 engine differs by bf16 rounding (reported)
+          "within_tolerance": (bool(np.max(np.abs(out - fake)) / scale <= float_tolerance(config))
+                               if jnp.dtype(dtype) == jnp.float32 else None)}
