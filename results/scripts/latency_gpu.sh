@@ -27,7 +27,7 @@ json.dump([r], open('$WORK/engine_check.json', 'w'))" 2>&1 | tee "$WORK/engine_c
 else
   "$PY" -c "import jax; print(jax.devices())"
   "$PY" -m experiments.engine_check --size=medium --out="$WORK/engine_check.json" 2>&1 | tee "$WORK/engine_check.log"
-  "$PY" -m experiments.latency --out="$WORK/latency" --models=bert_large,bert_base --budget_s="${LATENCY_BUDGET_S:-220}" 2>&1 | tee "$WORK/latency.log"
+  "$PY" -m experiments.latency --out="$WORK/latency" --models=bert_large,bert_base --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log"
 fi
 echo "elapsed $(( $(date +%s) - start )) s" | tee "$WORK/elapsed.txt"
 tar -C "$WORK" -cf "$OUT/engine_gpu.tar" .
