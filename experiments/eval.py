@@ -8,6 +8,11 @@ The task comes from <workdir>/config.json ("kind"); model, policy and data are r
 absolute, so this works from any directory). Without --data_dir/--split the run's own validation split is
 evaluated and compared with the metric logged when best/ was saved: exit status 1 if they differ (they should not:
 evaluation is deterministic and uses the same batch shapes as training did). With them, the metrics are printed.
+
+    python -m experiments.eval --workdir=runs/sst2_w4a4 --engine=int [--packed=packed/sst2_w4a4]
+
+--engine=int evaluates a quantized BERT GLUE run through the integer inference engine (int4jax.inference: packed
+weights, integer kernels) and prints its metrics next to the logged fake-quant ones (float rounding apart, equal).
 """
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ flags.DEFINE_string("workdir", None, "Run directory written by experiments.glue 
 flags.DEFINE_string("data_dir", None, "Evaluate on data from this folder instead of the run's own.")
 flags.DEFINE_string("split", None, "Split to evaluate (GLUE: validation, test or a TSV file name in --data_dir; "
                     "LM: valid, test or train). Default: the run's validation split.")
+flags.DEFINE_enum("engine", "fake", ["fake", "int"], "fake: fake quantization (training's forward); int: the "
+                  "integer inference engine (quantized BERT GLUE runs).")
+flags.DEFINE_string("packed", None, "--engine=int: a packed checkpoint exported from this run (experiments.export); "
+                    "default: pack the run's best checkpoint in memory.")
+flags.DEFINE_enum("engine_dtype", "bfloat16", ["bfloat16", "float32"], "--engine=int: compute dtype.")
 
 
 def task_module(workdir: str):
@@ -42,6 +52,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.engine == "int":
+    _eval_int()
+    return
   with common.usage_errors():
     module = task_module(FLAGS.workdir)
     now, meta = module.evaluate_run(FLAGS.workdir, data_dir=FLAGS.data_dir, split=FLAGS.split)
@@ -58,6 +71,19 @@ def main(argv):
         f"{'identical' if same else 'MISMATCH'}", flush=True)
   if not same:
     raise SystemExit(1)
+
+
+def _eval_int():
+  with common.usage_errors():
+    from int4jax.inference import evaluate  # pylint: disable=g-import-not-at-top
+    now, meta = evaluate.evaluate_run(FLAGS.workdir, FLAGS.packed, dtype=FLAGS.engine_dtype, data_dir=FLAGS.data_dir,
+                                      split=FLAGS.split)
+  name = meta["metric_name"]
+  print(json.dumps({"workdir": FLAGS.workdir, "engine": "int", "step": meta["step"], "split": FLAGS.split or
+                    "validation", "metrics": now, "logged_fake_quant": meta["metrics"]}, sort_keys=True))
+  logged = meta["metrics"][name]
+  print(f"integer engine ({FLAGS.engine_dtype}): {name}={now[name]:.4f}; fake-quant logged {logged:.4f} on the "
+        f"validation split (difference {100 * (now[name] - logged):+.2f} points)", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ Module paths mirror the HF layout so that policy regexes read naturally:
 
     model = BertForSequenceClassification(bert_tiny(num_labels=3))
     out = model.apply({"params": params}, input_ids, attention_mask, taps=Taps(hidden_states=True))
+
+Integer mode (`int_mode` set; params from `int4jax.inference.export`): quantized GEMMs run the integer kernels
+(QDense), one fused QKV GEMM per layer when `int_mode.fuse_qkv` (path encoder/layer_{i}/attention/qkv), the
+LayerNorms before QKV and FFN-in are fused into the activation quantizer (each LayerNorm hands its pre-norm input
+and params to the next GEMMs), GELU is fused into the FFN-in epilogue, and a padding mask is taken as key lengths
+(right padding, what the tokenizers produce) so that attention stays on cuDNN's flash kernel.
 """
 from __future__ import annotations
 
@@ -54,6 +60,7 @@ class BertConfig:
   problem_type: Literal["classification", "regression"] = "classification"
   policy: QuantPolicy | None = None            # None: float everywhere
   dtype: Any = jnp.float32                     # compute dtype; params stay float32
+  int_mode: Any = None                         # int_gemm.IntMode: integer inference (see the module docstring)
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
@@ -95,6 +102,16 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return layer_norm(config.layer_norm_eps, config.dtype, name)
 
 
+def _norm(config: BertConfig, name: str, y):
+  """(LayerNorm(y), pre_ln): pre_ln = (y, gamma, beta, eps) for the integer-mode quantizer of the next GEMMs."""
+  ln = _layer_norm(config, name)
+  x = ln(y)
+  if config.int_mode is None:
+    return x, None
+  p = ln.variables["params"]
+  return x, (y, p["scale"], p["bias"], config.layer_norm_eps)
+
+
 class BertEmbeddings(nn.Module):
   config: BertConfig
 
@@ -108,8 +125,8 @@ class BertEmbeddings(nn.Module):
     x = (embed(cfg.vocab_size, "word_embeddings")(input_ids)
          + embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(seq_len)[None])
          + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids))
-    x = _layer_norm(cfg, "layer_norm")(x)
-    return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+    x, pre_ln = _norm(cfg, "layer_norm", x)
+    return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic), pre_ln
 
 
 class BertLayer(nn.Module):
@@ -117,32 +134,38 @@ class BertLayer(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool, taps: Taps):
+  def __call__(self, x, mask, *, deterministic: bool, taps: Taps, pre_ln=None, kv_seq_lengths=None):
     cfg = self.config
+    im = cfg.int_mode
+    proj = ("qkv", "output") if im is not None and im.fuse_qkv else ("query", "key", "value", "output")
     attn, scores, probs = MultiHeadAttention(
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, policy=cfg.policy, dropout_rate=cfg.attention_dropout,
-        dtype=cfg.dtype, name="attention")(
+        dtype=cfg.dtype, proj_names=proj, int_mode=im, name="attention")(
             x, mask=mask, deterministic=deterministic, want_scores=taps.attention_scores,
-            want_probs=taps.attention_probs)
+            want_probs=taps.attention_probs, pre_ln=pre_ln, kv_seq_lengths=kv_seq_lengths)
     attn = nn.Dropout(cfg.hidden_dropout)(attn, deterministic=deterministic)
-    x = _layer_norm(cfg, "attention_norm")(x + attn)
-    h = QDense(cfg.intermediate_size, policy=cfg.policy, gemm="ffn_in", dtype=cfg.dtype, kernel_init=_INIT,
-               name="intermediate")(x)
-    h = ACTIVATIONS[cfg.hidden_act](h)
-    h = QDense(cfg.hidden_size, policy=cfg.policy, gemm="ffn_out", dtype=cfg.dtype, kernel_init=_INIT,
-               name="output")(h)
+    x, pre_ln = _norm(cfg, "attention_norm", x + attn)
+    dense = lambda n, gemm, name: QDense(n, policy=cfg.policy, gemm=gemm, dtype=cfg.dtype, kernel_init=_INIT,
+                                        int_mode=im, name=name)
+    if im is not None and cfg.hidden_act == "gelu":  # erf GELU fused into the FFN-in epilogue
+      h = dense(cfg.intermediate_size, "ffn_in", "intermediate")(x, pre_ln=pre_ln, gelu=True)
+    else:
+      h = ACTIVATIONS[cfg.hidden_act](dense(cfg.intermediate_size, "ffn_in", "intermediate")(x, pre_ln=pre_ln))
+    h = dense(cfg.hidden_size, "ffn_out", "output")(h)
     h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-    return _layer_norm(cfg, "output_norm")(x + h), scores, probs
+    x, pre_ln = _norm(cfg, "output_norm", x + h)
+    return x, scores, probs, pre_ln
 
 
 class BertEncoder(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool, taps: Taps):
+  def __call__(self, x, mask, *, deterministic: bool, taps: Taps, pre_ln=None, kv_seq_lengths=None):
     hidden, scores, probs = [x], [], []
     for i in range(self.config.num_layers):
-      x, s, p = BertLayer(self.config, name=f"layer_{i}")(x, mask, deterministic=deterministic, taps=taps)
+      x, s, p, pre_ln = BertLayer(self.config, name=f"layer_{i}")(
+          x, mask, deterministic=deterministic, taps=taps, pre_ln=pre_ln, kv_seq_lengths=kv_seq_lengths)
       hidden.append(x)
       scores.append(s)
       probs.append(p)
@@ -176,8 +199,12 @@ class BertModel(nn.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     mask = None if attention_mask is None else padding_mask(attention_mask)
-    x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
-    x, hidden, scores, probs = self.encoder(x, mask, deterministic=deterministic, taps=taps)
+    kv_seq_lengths = None
+    if self.config.int_mode is not None and mask is not None and not (taps.attention_scores or taps.attention_probs):
+      mask, kv_seq_lengths = None, jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
+    x, pre_ln = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
+    x, hidden, scores, probs = self.encoder(x, mask, deterministic=deterministic, taps=taps, pre_ln=pre_ln,
+                                            kv_seq_lengths=kv_seq_lengths)
     return x, self.pooler(x), hidden, scores, probs
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool = True,

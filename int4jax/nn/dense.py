@@ -8,6 +8,12 @@ gradient), so the forward computes exactly what a real integer kernel with the s
 Weights are stored Flax-style as ``kernel[K, N]`` (in_features, out_features): the reduction axis is 0, so weight
 groups run along K and the per-channel scale is one per output column. Activations quantize per token over the
 last axis.
+
+Integer mode (`int_mode` set, an `int_gemm.IntMode`): a layer whose policy quantizes its weight holds the packed
+integer params of `int_gemm` instead of a float kernel (written by `int4jax.inference.export`) and runs the integer
+kernels; its activation is quantized per token by the kernels, straight from the pre-LayerNorm input when the model
+passes `pre_ln`. Layers the policy keeps float run the float path on whatever kernel dtype they hold (bf16 in a
+packed checkpoint). `int_mode=None` (the default) is the fake-quant mode above, unchanged.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from int4jax.nn import int_gemm
 from int4jax.quant import numerics as quant
 from int4jax.quant.policy import QuantPolicy
 
@@ -34,6 +41,7 @@ class QDense(nn.Module):
     gemm: which of the paper's four GEMM types this layer is ("qkv", "attn_out", "ffn_in", "ffn_out"), or None
       for layers the paper keeps in float (pooler, classifier, LM head).
     dtype: compute dtype of the matmul (params stay float32: fp32 master weights).
+    int_mode: None for fake quantization (training, evaluation); an `int_gemm.IntMode` for integer inference.
   """
   features: int
   policy: QuantPolicy | None = None
@@ -42,6 +50,7 @@ class QDense(nn.Module):
   dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.normal(stddev=0.02)
   bias_init: Callable = nn.initializers.zeros
+  int_mode: int_gemm.IntMode | None = None
 
   @property
   def module_path(self) -> str:
@@ -54,8 +63,31 @@ class QDense(nn.Module):
     return self.policy.resolve(self.module_path, self.gemm)
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [..., K] -> [..., features]."""
+  def __call__(self, x: jax.Array, *, pre_ln=None, gelu: bool = False) -> jax.Array:
+    """x: [..., K] -> [..., features]; `gelu=True` applies the exact (erf) GELU to the output.
+
+    pre_ln: optional (y, gamma, beta, eps) with x = LayerNorm(y); integer mode quantizes from y with the LayerNorm
+    fused into the quantizer. Fake mode ignores it.
+    """
+    if self.int_mode is not None:
+      w_spec, a_spec = self.quant_specs()
+      if w_spec is not None:
+        return self._int_call(x, w_spec, a_spec, pre_ln, gelu)
+    y = self._fake_call(x)
+    return jax.nn.gelu(y, approximate=False) if gelu else y
+
+  def _int_call(self, x, w_spec, a_spec, pre_ln, gelu):
+    int_gemm.check_specs(w_spec, a_spec, self.module_path)
+    k = x.shape[-1]
+    p = {name: self.param(name, nn.initializers.zeros, shape, dtype)
+         for name, (shape, dtype) in int_gemm.param_shapes(k, self.features, w_spec, a_spec).items()}
+    if self.use_bias:
+      p["bias"] = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    y = int_gemm.int_dense(x.reshape(-1, k), p, w_spec, a_spec, self.int_mode, gelu=gelu, out_dtype=self.dtype,
+                           pre_ln=pre_ln)
+    return y.reshape(x.shape[:-1] + (self.features,))
+
+  def _fake_call(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
     w_spec, a_spec = self.quant_specs()
     if a_spec is not None:

@@ -1,0 +1,55 @@
+"""Integer engine vs fake quantization on a random BERT (library: int4jax.inference.check), one JSON line per policy.
+
+    python -m experiments.engine_check --size=medium --out=/tmp/engine_check.json
+"""
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("size", "tiny", ["tiny", "medium"], "tiny: bert_tiny; medium: hidden 256, 4 layers, seq 128.")
+flags.DEFINE_string("out", None, "JSON file to write (all results).")
+flags.DEFINE_integer("seed", 0, "Seed of weights and inputs.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from int4jax.inference import check  # pylint: disable=g-import-not-at-top
+  from int4jax.models import bert  # pylint: disable=g-import-not-at-top
+  from int4jax.quant.policy import make_policy  # pylint: disable=g-import-not-at-top
+  over = {} if FLAGS.size == "tiny" else dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
+                                              max_position_embeddings=256)
+  seq = 16 if FLAGS.size == "tiny" else 128
+  results = []
+  cases = [("w4a4", True, None), ("w4a4", False, None), ("w8a8", True, None), ("w8a8", False, None),
+           ("w4a4", True, ("ffn_in",)), ("w4a4", True, "clip")]
+  for preset, sym, extra in cases:
+    kw = {"symmetric": sym}
+    if isinstance(extra, tuple):
+      kw["gemms"] = extra
+    if extra == "clip":
+      kw.update(weight_clip=(-0.05, 0.05), act_clip=(-3.0, 3.0))
+    cfg = bert.bert_tiny(policy=make_policy(preset, **kw), num_labels=3, **over)
+    dtypes = [(jnp.float32, jnp.float32)]
+    if preset == "w4a4" and extra is None:  # the production engine (bf16 params and compute), reported not asserted
+      dtypes.append((jnp.bfloat16, jnp.bfloat16))
+    for dtype, fdt in dtypes:
+      try:
+        r = check.compare(cfg, seed=FLAGS.seed, seq=seq, dtype=dtype, float_dtype=fdt, batch=4)
+      except Exception as e:  # pylint: disable=broad-except
+        r = {"error": f"{type(e).__name__}: {str(e)[:500]}", "dtype": jnp.dtype(dtype).name}
+      r["case"] = f"{preset}_{'sym' if sym else 'asym'}" + (f"_{extra}" if extra == "clip" else "") + (
+          f"_{'+'.join(extra)}" if isinstance(extra, tuple) else "")
+      results.append(r)
+      print(json.dumps(r, sort_keys=True), flush=True)
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,85 @@
+"""End-to-end BERT encoder latency of every inference path (library: int4jax.inference.latency).
+
+    python -m experiments.latency --out=results/latency                  # full grid, BERT-base and -large
+    python -m experiments.latency --out=/tmp/lat --smoke                  # tiny model, one grid point (CPU check)
+    python -m experiments.latency --from_json=results/latency/NVIDIA_H200.json --out=results/latency  # re-render
+
+Writes <out>/<device>.json (every cell, with its status), <device>.md (table, speedups) and <device>.png (plot).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", None, "Output directory.", required=True)
+flags.DEFINE_list("models", ["bert_base", "bert_large"], "BERT presets.")
+flags.DEFINE_list("grid", ["1x128", "8x128", "32x128", "32x384", "32x512"], "batch x seq points.")
+flags.DEFINE_list("paths", None, "Paths to time (default: all).")
+flags.DEFINE_integer("runs", 30, "Timed calls per cell (median reported).")
+flags.DEFINE_integer("warmup", 3, "Untimed calls per cell after the first (compiling) one.")
+flags.DEFINE_float("budget_s", 330.0, "Cells starting after this many seconds are skipped (and listed).")
+flags.DEFINE_bool("smoke", False, "Tiny BERT (hidden 128, 2 layers) at 1x128, for a CPU check of the pipeline.")
+flags.DEFINE_string("from_json", None, "Re-render the markdown and plot of an earlier run's JSON.")
+
+
+def _commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  from int4jax.inference import latency  # pylint: disable=g-import-not-at-top
+  if FLAGS.from_json:
+    with open(FLAGS.from_json) as f:
+      result = json.load(f)
+  else:
+    grid = []
+    for g in FLAGS.grid:
+      try:
+        b, s = (int(v) for v in g.lower().split("x"))
+      except ValueError:
+        raise app.UsageError(f"--grid entry {g!r} is not BATCHxSEQ") from None
+      grid.append((b, s))
+    paths = tuple(FLAGS.paths or latency.PATHS)
+    bad = sorted(set(paths) - set(latency.PATHS))
+    if bad:
+      raise app.UsageError(f"--paths {bad} are not among {list(latency.PATHS)}")
+    bad = sorted(set(FLAGS.models) - {"bert_base", "bert_large", "bert_tiny"})
+    if bad:
+      raise app.UsageError(f"--models {bad} are not BERT presets (bert_base, bert_large, bert_tiny)")
+    settings = latency.Settings(models=tuple(FLAGS.models), grid=tuple(grid), paths=paths, runs=FLAGS.runs,
+                                warmup=FLAGS.warmup, budget_s=FLAGS.budget_s)
+    if FLAGS.smoke:
+      settings = latency.Settings(models=("bert_base",), grid=((1, 128),), paths=paths, runs=3, warmup=1,
+                                  budget_s=FLAGS.budget_s,
+                                  config_overrides=dict(hidden_size=128, num_layers=2, num_heads=2,
+                                                        intermediate_size=256, vocab_size=1000))
+    result = latency.run(settings)
+    result["info"]["command"] = "python -m experiments.latency " + " ".join(sys.argv[1:])
+    result["info"]["commit"] = _commit()
+  result["rows"] = latency.speedups(result["rows"])
+  os.makedirs(FLAGS.out, exist_ok=True)
+  name = result["info"]["device"].replace(" ", "_")
+  base = os.path.join(FLAGS.out, name)
+  with open(base + ".json", "w") as f:
+    json.dump(result, f, indent=2)
+  md = latency.markdown(result, result["info"].get("command", ""), result["info"].get("commit", ""))
+  with open(base + ".md", "w") as f:
+    f.write(md)
+  latency.plot(result, base + ".png")
+  print(md)
+  logging.info("wrote %s.{json,md,png}", base)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,95 @@
+"""The integer inference engine: a packed checkpoint -> the model in integer mode -> one jitted forward.
+
+    eng = engine.load("packed/sst2_w4a4")                  # IntMode() on the GPU; interpret mode on the CPU
+    logits = eng(input_ids, attention_mask)                 # [batch, num_labels] float32
+
+Quantized GEMMs run `kernels_pallas.ops` (the dispatcher picks the fastest measured path per shape, XLA's own dots
+included, and logs the choice once); LayerNorm+quantize, dequantize+bias(+GELU) are fused as `int4jax.nn.int_gemm`
+describes; attention runs `jax.nn.dot_product_attention` (cuDNN flash attention on the GPU). On the GPU the weights
+get the dispatcher's offline layouts once at load (`ops.prepare_weight`), never per call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from int4jax.inference import export
+from int4jax.models import hf
+from int4jax.nn.int_gemm import IntMode
+from int4jax.quant.formats import unpack_int4
+from kernels_pallas import ops
+
+
+def default_mode(**overrides) -> IntMode:
+  """IntMode for this platform: Pallas kernels in interpret mode on the CPU, compiled on the GPU."""
+  kw = dict(interpret=jax.devices()[0].platform == "cpu")
+  kw.update(overrides)
+  return IntMode(**kw)
+
+
+@dataclasses.dataclass
+class Engine:
+  model: Any
+  config: Any
+  params: Any
+  meta: dict
+
+  def __post_init__(self):
+    self._forward = jax.jit(lambda p, ids, mask, tt: self.model.apply({"params": p}, ids, mask, tt).logits)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+    return self._forward(self.params, input_ids, attention_mask, token_type_ids)
+
+
+def prepare(params, policy, gpu: bool):
+  """Offline layouts of the 4-bit weights for the path each layer runs (GPU only; canonical bytes are kept)."""
+  if not gpu:
+    return params
+  flat = hf.flatten(params)
+  for path in [p for p in flat if p.endswith("/w_q")]:
+    w = flat[path]
+    if w.dtype != jnp.uint8:
+      continue
+    module = path[: -len("/w_q")]
+    _, a_spec = policy.resolve(module, export._gemm_of(module))  # pylint: disable=protected-access
+    if a_spec is None:
+      flat[path] = ops.prepare_weight(jnp.asarray(w), "w4a16")
+    elif a_spec.bits == 4:
+      flat[path] = ops.prepare_weight(jnp.asarray(w), "w4a4")
+    else:
+      flat[path] = ops.PreparedWeight(jnp.asarray(w), int8=unpack_int4(jnp.asarray(w)))
+  return hf.unflatten(flat)
+
+
+def from_params(meta: dict, params, *, int_mode: IntMode | None = None, dtype=jnp.bfloat16,
+                prepare_weights: bool | None = None) -> Engine:
+  """An Engine from packed.json contents and packed params (in memory or loaded)."""
+  mode = dataclasses.replace(int_mode or default_mode(), fuse_qkv=bool(meta["fuse_qkv"]))
+  model, config = export.int_model(meta["family"], meta["config"], export.as_policy(meta), meta["task"], mode,
+                                   dtype=dtype)
+  _check_tree(model, params, meta)
+  gpu = jax.devices()[0].platform == "gpu" if prepare_weights is None else prepare_weights
+  params = jax.device_put(params)
+  return Engine(model, config, prepare(params, config.policy, gpu), meta)
+
+
+def _check_tree(model, params, meta):
+  want = hf.flatten(export.abstract_int_params(model))
+  have = hf.flatten(params)
+  if set(want) != set(have):
+    extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+    raise ValueError(f"packed params do not match the {meta['family']} model of packed.json: missing {missing[:3]}, "
+                     f"unexpected {extra[:3]}")
+  for k, v in want.items():
+    if tuple(v.shape) != tuple(have[k].shape):
+      raise ValueError(f"packed param {k} has shape {tuple(have[k].shape)}, the model wants {tuple(v.shape)}")
+
+
+def load(path: str, *, family: str | None = None, int_mode: IntMode | None = None, dtype=jnp.bfloat16,
+         prepare_weights: bool | None = None) -> Engine:
+  """Engine of a packed checkpoint directory (ValueError for another format version or model family)."""
+  meta, params = export.load_packed(path, family=family)
+  return from_params(meta, params, int_mode=int_mode, dtype=dtype, prepare_weights=prepare_weights)

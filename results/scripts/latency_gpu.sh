@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The integer engine on one GPU: end-to-end latency table (experiments.latency) and the engine's numerics check
+# (experiments.engine_check: integer vs fake-quant logits, real kernels). Expected: <= 6 GPU minutes on one H200
+# (latency cells that would start after LATENCY_BUDGET_S seconds are skipped and listed as such).
+#
+#   OUT=/tmp/out PYTHONPATH=. bash results/scripts/latency_gpu.sh          # on the GPU machine
+#   OUT=/tmp/out SMOKE=1 PYTHONPATH=. bash results/scripts/latency_gpu.sh  # CPU proof: tiny model, one grid point
+#
+# Writes $OUT/engine_gpu.tar: latency/<device>.{json,md,png}, engine_check.json, logs. Then, on the dev machine:
+#   tar -xf engine_gpu.tar -C /tmp/eg && python -m experiments.latency --from_json=/tmp/eg/latency/NVIDIA_H200.json \
+#     --out=results/latency   (and copy engine_check.json to results/latency/)
+set -euo pipefail
+: "${OUT:?set OUT to the output directory}"
+export PYTHONPATH="${PYTHONPATH:-.}"
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}"  # leave room for torch in-process
+PY="${PYTHON:-python3}"
+WORK="$(mktemp -d)"
+mkdir -p "$OUT" "$WORK/latency"
+start=$(date +%s)
+if [[ "${SMOKE:-0}" == "1" ]]; then
+  "$PY" -m experiments.latency --out="$WORK/latency" --smoke --paths=jax_bf16,int4jax_bf16,int4jax_w4a4,xla_int8,torch_eager_fp16 \
+    2>&1 | tee "$WORK/latency.log"
+  "$PY" -c "
+from int4jax.inference import check; from int4jax.models import bert; from int4jax.quant.policy import make_policy
+import json; r = check.compare(bert.bert_tiny(policy=make_policy('w4a4'), num_labels=3, num_layers=1)); print(json.dumps(r))
+json.dump([r], open('$WORK/engine_check.json', 'w'))" 2>&1 | tee "$WORK/engine_check.log"
+else
+  "$PY" -c "import jax; print(jax.devices())"
+  "$PY" -m experiments.engine_check --size=medium --out="$WORK/engine_check.json" 2>&1 | tee "$WORK/engine_check.log"
+  "$PY" -m experiments.latency --out="$WORK/latency" --models=bert_large,bert_base --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log"
+fi
+echo "elapsed $(( $(date +%s) - start )) s" | tee "$WORK/elapsed.txt"
+tar -C "$WORK" -cf "$OUT/engine_gpu.tar" .
+echo "wrote $OUT/engine_gpu.tar"
