@@ -22,8 +22,10 @@ Adding a table for a new results JSON is one registration here plus the markers 
 
 A renderer returns rows (the first is the header), or a finished markdown string. A marker in README.md with no
 registration, or a registration whose JSON is missing, is an error naming it; a registration without markers in
-README.md is allowed (its table is not shown yet). The kernel tables are one helper (`kernel_table`) registered per
-GPU file: a new GPU is `table("kernels_h200", "results/kernels/H200.json")(kernel_table)`.
+README.md is allowed (its table is not shown yet). A renderer can serve several files of one format:
+`kernel_table` reads the H100 bench JSON (rows with a "res" dict per shape); a second GPU measured with that format
+is `table("kernels_<gpu>", "results/kernels/<GPU>.json")(kernel_table)`. The bench-of-record format of
+results/kernels/NVIDIA_H200.json (one row per op/path/shape) needs its own renderer.
 """
 from __future__ import annotations
 
