@@ -5,7 +5,7 @@
 
 hf: config.json + model.safetensors + tokenizer files (transformers loads them with the run's *For* class), plus
 int4jax_policy.json (the quantization policy) and int4jax_export.json (provenance); see
-int4jax/inference/hf_export.py. A non-empty --out is refused unless --overwrite.
+int4jax/inference/hf_export.py (run reading: int4jax/tasks/runs.py). A non-empty --out is refused unless --overwrite.
 packed: the integer engine's packed checkpoint (int4jax/inference/export.py, added with the engine).
 """
 from __future__ import annotations
@@ -15,10 +15,14 @@ from absl import app, flags, logging
 FORMATS = ("hf", "packed")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", None, FORMATS, "What to write.", required=True)
-flags.DEFINE_string("workdir", None, "Run directory of experiments.glue or experiments.lm.", required=True)
-flags.DEFINE_string("out", None, "Output directory.", required=True)
-flags.DEFINE_bool("overwrite", False, "Replace the contents of a non-empty --out.")
+
+
+def define_flags() -> None:
+  """Defined when run as a program (not at import: launchers share absl's one flag namespace)."""
+  flags.DEFINE_enum("format", None, FORMATS, "What to write.", required=True)
+  flags.DEFINE_string("workdir", None, "Run directory of experiments.glue or experiments.lm.", required=True)
+  flags.DEFINE_string("out", None, "Output directory.", required=True)
+  flags.DEFINE_bool("overwrite", False, "Replace the contents of a non-empty --out (listing what it removes).")
 
 
 def main(argv):
@@ -29,13 +33,14 @@ def main(argv):
   if FLAGS.format == "packed":
     raise app.UsageError("--format=packed needs the integer engine (int4jax/inference/export.py), not on this "
                          "branch yet")
-  from int4jax.inference import hf_export  # pylint: disable=g-import-not-at-top
+  from int4jax.tasks import runs  # pylint: disable=g-import-not-at-top
   try:
-    out = hf_export.export_run(FLAGS.workdir, FLAGS.out, overwrite=FLAGS.overwrite)
+    out = runs.export_hf(FLAGS.workdir, FLAGS.out, overwrite=FLAGS.overwrite)
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from e
   print(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})", flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -10,7 +10,10 @@ from __future__ import annotations
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("check", False, "Do not write; exit 1 (printing a diff) if a file is stale.")
+
+
+def define_flags() -> None:
+  flags.DEFINE_bool("check", False, "Do not write; exit 1 (printing a diff) if a file is stale.")
 
 
 def main(argv):
@@ -34,4 +37,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

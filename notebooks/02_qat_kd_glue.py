@@ -100,7 +100,7 @@ print("teacher best:", teacher["best"])
 # %%
 student_cfg = glue_task.resolve_config("sst2", str(MINILM), "w4a4", teacher=str(WORKDIR / "teacher"),
                                        num_train_steps=S_STEPS, **common)
-print("student loss terms:", student_cfg.loss_terms, "| clip:", student_cfg.weight_clip, student_cfg.act_clip)
+print("student KD losses:", student_cfg.kd_losses, "| clip:", student_cfg.weight_clip, student_cfg.act_clip)
 student = glue_task.run(glue_task.build_experiment(student_cfg), str(WORKDIR / "student"))
 print("student best:", student["best"])
 
@@ -128,11 +128,11 @@ plt.show()
 
 # %% [markdown]
 # ## Reload the student's best orbax checkpoint and evaluate it again
-# `evaluate_best` rebuilds model, policy and data from the run's `config.json`, restores `checkpoints/best` and
+# `evaluate_run` rebuilds model, policy and data from the run's `config.json`, restores `checkpoints/best` and
 # evaluates: the metrics are those logged when the checkpoint was saved, exactly.
 
 # %%
-metrics, meta = glue_task.evaluate_best(str(WORKDIR / "student"))
+metrics, meta = glue_task.evaluate_run(str(WORKDIR / "student"))
 print(f"reloaded step {meta['step']}: accuracy {metrics['accuracy']:.4f} (logged {meta['metrics']['accuracy']:.4f})")
 assert metrics == meta["metrics"]
 

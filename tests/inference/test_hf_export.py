@@ -4,11 +4,6 @@ Params are the models' inits plus seeded noise on every tensor (biases and Layer
 missing transpose, a swapped name or a dropped tensor changes the logits far beyond the 1e-4 tolerance (float32
 forward passes of these tiny models agree to ~1e-6).
 """
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +14,10 @@ transformers = pytest.importorskip("transformers")
 
 from int4jax.inference import hf_export
 from int4jax.models import bart, bert, gpt2, hf, registry
-from int4jax.quant.policy import QuantPolicy, make_policy
+from int4jax.quant.policy import make_policy
 
 TOL = 1e-4
 SEED = 0
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _noisy(params, seed=SEED):
@@ -108,40 +102,16 @@ def test_post_ln_gpt2_and_unexportable_family_are_refused(tmp_path):
                              "lm", params)
 
 
-@pytest.fixture(scope="module")
-def student_run(tmp_path_factory):
-  """A tiny synthetic GLUE teacher and its W4A4 student (a few steps each)."""
-  from int4jax.tasks import glue as glue_task
-  root = tmp_path_factory.mktemp("runs")
-  quick = dict(max_train_examples=64, eval_every_steps=4, log_every_steps=4, batch_size=16)
-  for bits, teacher in (("fp32", None), ("w4a4", str(root / "fp32"))):
-    cfg = glue_task.resolve_config("synthetic", "bert_tiny", bits, teacher=teacher, num_train_steps=4, **quick)
-    glue_task.run(glue_task.build_experiment(cfg), str(root / bits), argv=["test"])
-  return root / "w4a4"
-
-
-def test_cli_exports_a_student_run_and_refuses_a_non_empty_out(student_run, tmp_path):
-  out = tmp_path / "hf"
-  cmd = [sys.executable, "-m", "experiments.export", "--format=hf", f"--workdir={student_run}", f"--out={out}"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  provenance = json.loads((out / hf_export.PROVENANCE_NAME).read_text())
-  assert provenance["bits"] == "w4a4" and provenance["task"] == "sequence_classification"
-  policy = QuantPolicy.from_json((out / hf_export.POLICY_NAME).read_text())
-  assert policy.name == "w4a4_sym"
-  # the exported float weights are the run's best checkpoint, exactly; transformers runs them as a float model
-  run = hf_export.restore_trained_run(student_run)
-  float_model = bert.build(bert.bert_tiny(num_labels=2), "sequence_classification")
-  ids = _ids(100, seq=8)
-  ours = float_model.apply({"params": run.params}, jnp.asarray(ids, jnp.int32)).logits
-  theirs = transformers.AutoModelForSequenceClassification.from_pretrained(str(out), attn_implementation="eager")
-  with torch.no_grad():
-    ref = theirs.eval()(input_ids=torch.tensor(ids)).logits
-  assert _max_diff(ours, ref) <= TOL
-  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert again.returncode != 0 and "not empty; pass --overwrite" in again.stderr
-  with pytest.raises(ValueError, match="not empty"):
-    hf_export.export_run(student_run, out)
-  hf_export.export_run(student_run, out, overwrite=True)
-  assert (out / "model.safetensors").is_file()
+@pytest.mark.parametrize("name", sorted(registry.FAMILIES))
+def test_every_family_exports_and_its_config_round_trips(name):
+  """The hook for new families (Llama): each registered family defines config_to_hf and export_mapping, and
+  config_from_hf(config_to_hf(c)) == c on its tiny preset. A new family also gets a logits round trip above."""
+  fam = registry.FAMILIES[name]
+  assert fam.config_to_hf is not None and fam.export_mapping is not None, f"{name}: FAMILY has no HF export"
+  tiny = [p for p in fam.presets if p.endswith("_tiny")]
+  assert tiny, f"{name} has no *_tiny preset"
+  config = fam.presets[tiny[0]]()
+  for task in fam.tasks:
+    hf_config = fam.config_to_hf(config, task)
+    assert hf_config["model_type"] == name and fam.default_task(hf_config) == task
+    assert fam.config_from_hf(hf_config) == config
