@@ -22,10 +22,10 @@ Adding a table for a new results JSON is one registration here plus the markers 
 
 A renderer returns rows (the first is the header), or a finished markdown string. A marker in README.md with no
 registration, or a registration whose JSON is missing, is an error naming it; a registration without markers in
-README.md is allowed (its table is not shown yet). A renderer can serve several files of one format:
-`kernel_table` reads the H100 bench JSON (rows with a "res" dict per shape); a second GPU measured with that format
-is `table("kernels_<gpu>", "results/kernels/<GPU>.json")(kernel_table)`. The bench-of-record format of
-results/kernels/NVIDIA_H200.json (one row per op/path/shape) needs its own renderer.
+README.md fails tests/test_report.py (register a table together with its markers). A renderer can serve every file
+of one format: `record_kernel_table` reads the kernels bench of record (results/kernels/NVIDIA_<GPU>.json, one row
+per op / path / shape), so another GPU is one line:
+`table("kernels_<gpu>", "results/kernels/NVIDIA_<GPU>.json")(record_kernel_table)`.
 """
 from __future__ import annotations
 
@@ -119,36 +119,6 @@ def lm_ptb_table(d: dict) -> Rows:
     rows.append(["Post-LN teacher → W4A4 sym", "–", f"{t['valid_ppl']:.2f} → {s['valid_ppl']:.2f}",
                  f"{t['test_ppl']:.2f} → {s['test_ppl']:.2f}", _num(s["gap_valid"], "+.2f"), "–"])
   return rows
-
-
-# (label, kind, M, N, K, variant prefix): the rows the README shows; the fastest variant with that prefix is ours.
-KERNEL_HIGHLIGHTS = (
-    ("W4A16 decode", "decode", 16, 28672, 8192, "mosaic_w4a16"),
-    ("W4A16 decode", "decode", 1, 28672, 8192, "mosaic_w4a16"),
-    ("W8A8 (fused epilogue)", "bert", 12288, 4096, 1024, "mosaic_w8a8"),
-    ("W4A4", "bert", 12288, 4096, 1024, "mosaic_w4a4"),
-    ("W4A4", "bert", 3072, 4096, 1024, "mosaic_w4a4"),
-)
-
-
-def kernel_table(d: dict) -> Rows:
-  """The highlighted GEMMs of a kernels_pallas.bench JSON (results/kernels/<GPU>.json); shapes not measured on
-  that GPU are left out."""
-  rows = [["GEMM", "shape (M × N × K)", "ours", "XLA bf16", "XLA int8", "vs bf16", "vs int8"]]
-  for label, kind, m, n, k, prefix in KERNEL_HIGHLIGHTS:
-    row = next((r for r in d["rows"] if (r["kind"], r["m"], r["n"], r["k"]) == (kind, m, n, k)), None)
-    if row is None:
-      continue
-    ours = [v["us"] for name, v in row["res"].items() if name.startswith(prefix) and v.get("us") is not None]
-    if not ours:
-      continue
-    us, bf16, int8 = min(ours), row["res"]["xla_bf16"]["us"], row["res"]["xla_int8"]["us"]
-    rows.append([label, f"{m} × {n} × {k}", f"{us:.1f} µs", f"{bf16:.1f} µs", f"{int8:.1f} µs",
-                 f"{bf16 / us:.2f}×", f"{int8 / us:.2f}×"])
-  return rows
-
-
-table("kernels_h100", "results/kernels/H100.json")(kernel_table)
 
 
 # (label, op, (M, N, K), the issue's baseline for this op): rows of the bench-of-record table (one JSON row per

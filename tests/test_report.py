@@ -43,17 +43,22 @@ def test_bad_markers_are_named():
     report.update_readme("<!-- table:glue -->\nx\n")
 
 
-def test_kernel_table_takes_the_fastest_variant_and_skips_unmeasured_shapes():
-  res = lambda **us: {k: {"us": v} for k, v in us.items()}
-  d = {"rows": [{"kind": "bert", "m": 3072, "n": 4096, "k": 1024,
-                 "res": res(xla_bf16=30.0, xla_int8=20.0, mosaic_w4a4=40.0, mosaic_w4a4_ws=15.0)}]}
-  rows = report.kernel_table(d)
-  assert rows[1:] == [["W4A4", "3072 × 4096 × 1024", "15.0 µs", "30.0 µs", "20.0 µs", "2.00×", "1.33×"]]
-
-
 def test_results_index_lists_every_results_file():
   index = report.results_index()
   for p in (report.REPO_ROOT / "results").rglob("*"):
     rel = p.relative_to(report.REPO_ROOT / "results").as_posix()
     if p.is_file() and rel != "README.md":
       assert f"]({rel})" in index, rel
+
+
+def test_record_kernel_table_picks_only_exact_passing_paths():
+  shape = [3072, 4096, 1024]
+  row = lambda op, path, us, **kw: dict(op=op, path=path, shape=shape, us=us, **kw)
+  d = {"rows": [row("w4a4", "mosaic_fp8", 10.0, worst_case_exact=False),     # fastest, inexact: never picked
+                row("w4a4", "triton", 12.0, error="AssertionError: 1 element outside the bound"),
+                row("w4a4", "mosaic_ws", 20.0, worst_case_exact=True),
+                row("w4a4", "xla_int8", 30.0, worst_case_exact=True),
+                row("bare", "xla_bf16", 40.0), row("bare", "xla_int8", 25.0), row("bare", "xla_fp8", 16.0)]}
+  rows = report.record_kernel_table(d)
+  assert rows[1:] == [["W4A4", "3072 × 4096 × 1024", "20.0 µs (mosaic_ws)", "40.0 µs", "25.0 µs", "16.0 µs",
+                       "0.80× fp8", "xla_int8 30.0 µs (ours 1.50×)"]]
