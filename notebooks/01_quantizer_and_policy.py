@@ -110,7 +110,8 @@ for preset in PRESETS:
     y = jnp.dot(x_hat, w_hat, precision=jax.lax.Precision.HIGHEST)
     errors[pol.name] = (rel(w_hat, wq), rel(x_hat, x), rel(y, y_ref))
     print(f"{preset:8} {('sym' if symmetric else 'asym') if w_spec or a_spec else '-':6} "
-          + " ".join(f"{e:9.4f}" for e in errors[pol.name]) + f"   W: {spec_summary(w_spec)}, A: {spec_summary(a_spec)}")
+          + " ".join(f"{e:9.4f}" for e in errors[pol.name])
+          + f"   W: {spec_summary(w_spec)}, A: {spec_summary(a_spec)}")
 assert errors["w4a4_sym"][2] > errors["w8a8_sym"][2] > errors["fp32"][2]   # fewer bits, more error
 
 # %% [markdown]
