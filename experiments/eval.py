@@ -75,7 +75,7 @@ def main(argv):
 
 def _eval_int():
   with common.usage_errors():
-    from int4jax.inference import evaluate  # pylint: disable=g-import-not-at-top
+    from int4jax.tasks import engine_eval as evaluate  # pylint: disable=g-import-not-at-top
     now, meta = evaluate.evaluate_run(FLAGS.workdir, FLAGS.packed, dtype=FLAGS.engine_dtype, data_dir=FLAGS.data_dir,
                                       split=FLAGS.split)
   name = meta["metric_name"]
@@ -83,7 +83,7 @@ def _eval_int():
                     "validation", "metrics": now, "logged_fake_quant": meta["metrics"]}, sort_keys=True))
   logged = meta["metrics"][name]
   print(f"integer engine ({FLAGS.engine_dtype}): {name}={now[name]:.4f}; fake-quant logged {logged:.4f} on the "
-        f"validation split (difference {100 * (now[name] - logged):+.2f} points)", flush=True)
+        f"validation split (difference {now[name] - logged:+.2f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -223,23 +223,6 @@ def as_policy(meta: dict) -> QuantPolicy:
 # ------------------------------------------------------------------ sources
 
 
-def from_glue_run(workdir: str):
-  """(params, config, task, family, tokenizer or None, policy) of an experiments.glue run's best checkpoint."""
-  from int4jax.tasks import glue  # pylint: disable=g-import-not-at-top
-  from int4jax.train import checkpoint  # pylint: disable=g-import-not-at-top
-  cfg = glue.load_run_config(workdir)
-  policy = cfg.make_policy()
-  if policy.is_float:
-    raise ValueError(f"{workdir!r} is a float run (bits={cfg.bits!r}): nothing to pack; export a quantized run "
-                     "(or an HF checkpoint with --bits)")
-  model, _ = glue.build_model(cfg, policy, load_weights=False)
-  restored, _ = checkpoint.restore(glue.best_checkpoint_dir(workdir), {"params": glue.abstract_params(model, cfg)})
-  tok = None
-  if cfg.task != glue.SYNTHETIC:
-    tok = glue._tokenizer(cfg)  # pylint: disable=protected-access
-  return restored["params"], model.config, "sequence_classification", glue._family_name(cfg.model), tok, policy
-
-
 def from_hf(path: str, policy: QuantPolicy, task: str | None = None):
   """(params, config, task, family, tokenizer or None) of an HF checkpoint quantized post-training by `policy`."""
   if policy.is_float:

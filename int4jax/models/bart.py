@@ -342,7 +342,7 @@ def hf_mapping(config: BartConfig, prefix: str = "model.") -> dict[str, hf.Ref]:
   """Flax param path -> HF tensor. nn.Linear weights (out, in) are transposed; embeddings alias `shared`."""
   p = prefix
   m = {"shared/embedding": hf.Ref(_shared_names(p)),
-       "final_logits_bias": hf.Ref("final_logits_bias", lambda w: w.reshape(-1))}
+       "final_logits_bias": hf.Ref("final_logits_bias", hf.row_to_vector)}
   lin = lambda flax, name: {f"{flax}/kernel": hf.Ref(name + ".weight", hf.linear_kernel),
                             f"{flax}/bias": hf.Ref(name + ".bias")}
   ln = lambda flax, name: {f"{flax}/scale": hf.Ref(name + ".weight"), f"{flax}/bias": hf.Ref(name + ".bias")}
@@ -393,7 +393,18 @@ def _load_params(config, task, hf_config, tensors, rng, source):
   return params_from_hf(config, tensors, source)
 
 
+def config_to_hf(config: BartConfig, task: str = "conditional_generation") -> dict[str, Any]:
+  """The transformers BartForConditionalGeneration config.json (inverse of config_from_hf), for export."""
+  del task
+  if config.layer_norm_epsilon != 1e-5:
+    raise ValueError(f"transformers' BART has a fixed LayerNorm eps 1e-5; this model uses {config.layer_norm_epsilon}")
+  return dict({k: getattr(config, k) for k in _HF_FIELDS}, model_type="bart",
+              architectures=["BartForConditionalGeneration"], normalize_before=False, add_final_layer_norm=False,
+              is_encoder_decoder=True, tie_word_embeddings=True)
+
+
 FAMILY = Family(
     name="bart", presets=PRESETS, config_from_hf=config_from_hf,
     build=lambda config, task: BartForConditionalGeneration(config), load_params=_load_params,
-    tasks=("conditional_generation",), default_task=lambda hf_config: "conditional_generation")
+    tasks=("conditional_generation",), default_task=lambda hf_config: "conditional_generation",
+    config_to_hf=config_to_hf, export_mapping=lambda config, task: hf_mapping(config, "model."))

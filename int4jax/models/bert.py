@@ -322,6 +322,22 @@ def load_params(config: BertConfig, task: str, hf_config: Mapping[str, Any], ten
                           new_ok=(r"^pooler/", r"^classifier/"), ignore=ignore, source=source)
 
 
+def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
+  """The transformers config.json of `build(config, task)` (inverse of config_from_hf), for export."""
+  arch = {v: k for k, v in _ARCH_TASKS.items()}[task]
+  labels = {i: f"LABEL_{i}" for i in range(config.num_labels)}
+  return dict(
+      model_type="bert", architectures=[arch], vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+      intermediate_size=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
+      type_vocab_size=config.type_vocab_size, layer_norm_eps=config.layer_norm_eps,
+      hidden_dropout_prob=config.hidden_dropout, attention_probs_dropout_prob=config.attention_dropout,
+      hidden_act=config.hidden_act, position_embedding_type="absolute", id2label=labels,
+      label2id={v: k for k, v in labels.items()},
+      problem_type="regression" if config.problem_type == "regression" else "single_label_classification")
+
+
 FAMILY = Family(
     name="bert", presets=PRESETS, config_from_hf=config_from_hf, build=build, load_params=load_params, tasks=TASKS,
-    default_task=default_task)
+    default_task=default_task, config_to_hf=config_to_hf,
+    export_mapping=lambda config, task: hf_mapping(config, task, "bert." if task == "sequence_classification" else ""))

@@ -21,6 +21,10 @@ class Family:
   build: (config, task) -> an (uninitialised) Linen module.
   load_params: (config, task, config.json dict, tensors, rng, source) -> params (strict mapping, see hf.assign_params).
   tasks: task names accepted by `build`; default_task(config.json dict) picks one from "architectures".
+  config_to_hf: (config, task) -> a transformers config.json dict (with "architectures"), for export; None: the
+    family cannot be exported yet. A new family (Llama) adds it and `export_mapping` to become exportable.
+  export_mapping: (config, task) -> {flax path: hf.Ref}, the same table `load_params` reads with, names[0] being
+    the name transformers' `*For*` class expects (hf.export_tensors inverts it).
   """
   name: str
   presets: Mapping[str, Callable[..., Any]]
@@ -29,6 +33,8 @@ class Family:
   load_params: Callable[..., Any]
   tasks: tuple[str, ...]
   default_task: Callable[[Mapping[str, Any]], str]
+  config_to_hf: Callable[[Any, str], dict[str, Any]] | None = None
+  export_mapping: Callable[[Any, str], Mapping[str, Any]] | None = None
 
 
 def check_fields(config, overrides: Mapping[str, Any], what: str) -> None:

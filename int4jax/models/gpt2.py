@@ -264,6 +264,20 @@ def _load_params(config, task, hf_config, tensors, rng, source):
   return params_from_hf(config, tensors, source)
 
 
+def config_to_hf(config: GPT2Config, task: str = "lm") -> dict[str, Any]:
+  """The transformers GPT2LMHeadModel config.json (inverse of config_from_hf), for export. Post-LN has no HF class."""
+  del task
+  if config.post_ln:
+    raise ValueError("a Post-LN GPT-2 (post_ln=True) has no transformers class; only Pre-LN runs export to HF")
+  return dict(
+      model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=config.vocab_size,
+      n_positions=config.n_positions, n_ctx=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+      n_head=config.n_head, n_inner=config.n_inner, activation_function="gelu_new",
+      layer_norm_epsilon=config.layer_norm_epsilon, resid_pdrop=config.resid_pdrop, embd_pdrop=config.embd_pdrop,
+      attn_pdrop=config.attn_pdrop, scale_attn_weights=True, tie_word_embeddings=True)
+
+
 FAMILY = Family(
     name="gpt2", presets=PRESETS, config_from_hf=config_from_hf, build=lambda config, task: GPT2LMHeadModel(config),
-    load_params=_load_params, tasks=("lm",), default_task=lambda hf_config: "lm")
+    load_params=_load_params, tasks=("lm",), default_task=lambda hf_config: "lm", config_to_hf=config_to_hf,
+    export_mapping=lambda config, task: hf_mapping(config, "transformer."))

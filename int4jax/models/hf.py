@@ -1,4 +1,4 @@
-"""Reading Hugging Face-format checkpoints and mapping them strictly onto Flax param trees.
+"""Reading and writing Hugging Face-format checkpoints, mapping them strictly onto and from Flax param trees.
 
 Shared by every model family. A family describes its checkpoint as a flat dict
 ``{flax_path: Ref(hf_names, transform)}`` covering every Flax param; `assign_params` then fills the
@@ -10,6 +10,10 @@ tree tensor by tensor and refuses anything it cannot account for:
 
 Heads that are legitimately new (a classifier on an encoder checkpoint) keep their fresh init and are
 logged by name. Flax paths are "/"-joined param tree keys, e.g. ``encoder/layer_0/attention/query/kernel``.
+
+Writing (export) runs the same table backwards, for every family at once: `export_tensors` sends each Flax param to
+the first name of its Ref through the inverse of its transform (`Ref.inverse`, known for the transforms defined
+here), and `write_checkpoint` stores config.json + model.safetensors that transformers loads.
 """
 
 from __future__ import annotations
@@ -198,8 +202,22 @@ def identity(w: np.ndarray) -> np.ndarray:
 
 
 def linear_kernel(w: np.ndarray) -> np.ndarray:
-  """torch nn.Linear weight (out, in) -> Flax Dense kernel (in, out)."""
+  """torch nn.Linear weight (out, in) -> Flax Dense kernel (in, out); its own inverse."""
   return w.T
+
+
+def row_to_vector(w: np.ndarray) -> np.ndarray:
+  """A [1, n] buffer (BART's final_logits_bias) -> [n]."""
+  return w.reshape(-1)
+
+
+def vector_to_row(w: np.ndarray) -> np.ndarray:
+  return w.reshape(1, -1)
+
+
+# checkpoint -> Flax transform: its inverse (Flax -> checkpoint), used when writing. A family that needs another
+# transform passes `inverse=` to its Ref (or adds the pair here); export refuses a Ref without one.
+INVERSES: dict[Callable, Callable] = {identity: identity, linear_kernel: linear_kernel, row_to_vector: vector_to_row}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,13 +226,17 @@ class Ref:
 
   Several names cover aliases (BART's `model.shared` vs `model.encoder.embed_tokens`); several Flax
   params may point at the same tensor (tied embeddings). Every alias present counts as consumed.
+  Writing uses `names[0]` (the canonical name) and `inverse` (default: INVERSES[transform], else None).
   """
   names: tuple[str, ...]
   transform: Callable[[np.ndarray], np.ndarray] = identity
+  inverse: Callable[[np.ndarray], np.ndarray] | None = None
 
-  def __init__(self, names: str | Iterable[str], transform: Callable[[np.ndarray], np.ndarray] = identity):
+  def __init__(self, names: str | Iterable[str], transform: Callable[[np.ndarray], np.ndarray] = identity,
+               inverse: Callable[[np.ndarray], np.ndarray] | None = None):
     object.__setattr__(self, "names", (names,) if isinstance(names, str) else tuple(names))
     object.__setattr__(self, "transform", transform)
+    object.__setattr__(self, "inverse", inverse if inverse is not None else INVERSES.get(transform))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -313,3 +335,51 @@ def check_tied(tensors: Mapping[str, np.ndarray], names: tuple[str, ...], source
     a, b = np.asarray(tensors[present[0]]), np.asarray(tensors[n])
     if a.shape != b.shape or not np.array_equal(a, b):
       raise ValueError(f"{source}: tensor {n!r} differs from {present[0]!r}; this model ties them")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing (export): the strict mapping run backwards
+
+
+def export_tensors(params: Mapping[str, Any], mapping: Mapping[str, Ref], *, source: str = "params"
+                   ) -> dict[str, np.ndarray]:
+  """{HF name: float32 tensor} from a Flax param tree through `mapping` inverted (the family's read table).
+
+  Every Flax param must be mapped and every mapped path must exist (a family bug otherwise); tied params
+  (several Flax paths -> one HF name) must hold equal values. Each written tensor is checked to map back to the
+  param exactly (transform(inverse(x)) == x), so a wrong inverse cannot go unnoticed.
+  """
+  flat = flatten(params)
+  unmapped = sorted(set(flat) - set(mapping))
+  if unmapped:
+    raise ValueError(f"{source}: Flax params with no checkpoint name (cannot export): {unmapped[:5]}")
+  absent = sorted(set(mapping) - set(flat))
+  if absent:
+    raise ValueError(f"{source}: the tensor map names Flax params the model does not have: {absent[:5]}")
+  out: dict[str, np.ndarray] = {}
+  for path, value in flat.items():
+    ref = mapping[path]
+    if ref.inverse is None:
+      raise ValueError(f"{source}: Flax param {path!r} maps through a transform with no inverse; give its Ref "
+                       "an inverse= (or add the pair to hf.INVERSES)")
+    value = np.asarray(value, np.float32)
+    tensor = np.ascontiguousarray(ref.inverse(value), dtype=np.float32)
+    if not np.array_equal(ref.transform(tensor), value):
+      raise ValueError(f"{source}: the inverse transform of {path!r} does not round-trip")
+    name = ref.names[0]
+    if name in out and not np.array_equal(out[name], tensor):
+      raise ValueError(f"{source}: {name!r} is tied to several Flax params whose values differ")
+    out[name] = tensor
+  return out
+
+
+def write_checkpoint(out_dir: str | os.PathLike, hf_config: Mapping[str, Any], tensors: Mapping[str, np.ndarray]
+                     ) -> pathlib.Path:
+  """Writes config.json and model.safetensors (float32, metadata format=pt) into an existing directory."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  out_dir = pathlib.Path(out_dir)
+  with open(out_dir / CONFIG_NAME, "w") as f:
+    json.dump(dict(hf_config), f, indent=2, sort_keys=True)
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out_dir / SAFETENSORS_NAME),
+            metadata={"format": "pt"})
+  return out_dir

@@ -6,6 +6,7 @@ module lists them. Imports run one way (registry -> families -> family.py, hf.py
     config = get_config("bert_base", policy=make_policy("w4a4"), num_labels=3)
     config = get_config("/path/to/hf_checkpoint_dir", policy=...)      # from config.json
     model, params = load_pretrained("/path/to/hf_checkpoint_dir", policy=..., task="sequence_classification")
+    save_pretrained("/path/to/out_dir", model.config, "sequence_classification", params)   # the way back
 """
 
 from __future__ import annotations
@@ -76,6 +77,31 @@ def load_pretrained(path_or_name: str | os.PathLike, *, policy=None, task: str |
   rng = jax.random.PRNGKey(0) if rng is None else rng
   params = fam.load_params(config, task, hf_config, tensors, rng, str(ckpt_dir))
   return fam.build(config, task), params
+
+
+def family_of(config) -> Family:
+  """The family whose presets build configs of type(config) (BertConfig -> bert, ...)."""
+  for fam in FAMILIES.values():
+    if any(isinstance(config, type(make())) for make in fam.presets.values()):
+      return fam
+  raise ValueError(f"no registered family builds a {type(config).__name__}")
+
+
+def save_pretrained(out_dir: str | os.PathLike, config, task: str, params) -> Any:
+  """Writes `params` of `build(config, task)` as a transformers checkpoint (config.json + model.safetensors).
+
+  `out_dir` must exist. The tensor names come from the family's read table inverted (hf.export_tensors), so
+  what `load_pretrained` reads, this writes. ValueError if the family has no export yet (config_to_hf).
+  """
+  fam = family_of(config)
+  if task not in fam.tasks:
+    raise ValueError(f"task {task!r} is not one of {fam.name}'s tasks {fam.tasks}")
+  if fam.config_to_hf is None or fam.export_mapping is None:
+    raise ValueError(f"family {fam.name!r} cannot be exported to Hugging Face yet: its FAMILY needs config_to_hf "
+                     "and export_mapping (see models/family.py)")
+  hf_config = fam.config_to_hf(config, task)
+  tensors = hf.export_tensors(params, fam.export_mapping(config, task), source=f"{fam.name} {task}")
+  return hf.write_checkpoint(out_dir, hf_config, tensors)
 
 
 def _model_type(hf_config: Mapping[str, Any], ckpt_dir) -> str:

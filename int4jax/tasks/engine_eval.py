@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from int4jax.inference import engine, export
+from int4jax.tasks import runs
 from int4jax.models import hf
 
 
@@ -25,7 +26,7 @@ def run_engine(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16, i
     if src and os.path.realpath(src) != os.path.realpath(workdir):
       raise ValueError(f"--packed={packed!r} was exported from {src!r}, not from --workdir={workdir!r}")
     return eng
-  params, config, task, family, _, policy = export.from_glue_run(workdir)
+  params, config, task, family, _, policy = runs.packed_source(workdir)
   flat = export.pack_params(params, config, task, family)
   meta = {"family": family, "task": task, "config": export.config_to_dict(config),
           "policy": json.loads(policy.to_json()), "fuse_qkv": True, "source": workdir}
@@ -36,7 +37,7 @@ def evaluate_run(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16,
                  data_dir: str | None = None, split: str | None = None) -> tuple[dict[str, float], dict]:
   """(metrics through the integer engine, best checkpoint metadata) of a GLUE run, as tasks.glue.evaluate_run."""
   from int4jax.data import eval_batches  # pylint: disable=g-import-not-at-top
-  from int4jax.tasks import glue  # pylint: disable=g-import-not-at-top
+  from int4jax.tasks import glue  # pylint: disable=g-import-not-at-top  (task modules import each other lazily)
   from int4jax.train import checkpoint, loop as train  # pylint: disable=g-import-not-at-top
   cfg = glue.load_run_config(workdir)
   if data_dir is not None:
