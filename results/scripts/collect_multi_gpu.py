@@ -136,7 +136,8 @@ def markdown(jobs: dict, png: str | None) -> str:
       lines += [f"## {name}: blocked", "", s.get("reason", ""), ""]
       continue
     n = s["num_devices"]
-    lines += [f"## {name} ({n} devices{', CPU smoke' if s.get('smoke') else ''}; {', '.join(s.get('gpus') or [])})",
+    where = "forced CPU host devices (SMOKE)" if s.get("smoke") else "; ".join(s.get("gpus") or ["devices unknown"])
+    lines += [f"## {name}: 1 vs {n} devices ({where}, jax {s.get('jax')})",
               "", f"{s['steps']} steps, global batch {s['global_batch']}, cross-device resume at step {s['half']}.", "",
               "| check | value | target | pass |", "|---|---|---|---|",
               f"| max relative loss difference, steps 1-{job['first_steps']} | "
