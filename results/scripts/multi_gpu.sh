@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 18: the same training job on 1 GPU and on all N GPUs of one host, same global batch, fp32 compute.
 #
-#   OUT=... DATA=... MINILM=... PART=glue bash results/scripts/multi_gpu.sh   # ~6 GPU-min on 2 x H200
-#   OUT=... DATA=... PART=lm bash results/scripts/multi_gpu.sh                # ~5 GPU-min on 2 x H200
+#   OUT=... DATA=... MINILM=... PART=glue bash results/scripts/multi_gpu.sh   # ~5 min on 2 x H200 (estimate)
+#   OUT=... DATA=... PART=lm bash results/scripts/multi_gpu.sh                # ~6 min on 2 x H200 (estimate)
 #   python results/scripts/collect_multi_gpu.py <OUT>/multi_gpu_*.tgz      # -> results/multi_gpu.{md,json,png}
 #
 # Jobs: glue = all-MiniLM-L6-v2 ($MINILM) W4A4 sym QAT+KD on SST-2 ($DATA/glue/SST-2) from a short FP32 teacher
@@ -20,6 +20,8 @@
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 NCCL_NVLS_ENABLE=0 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_DEFAULT_MATMUL_PRECISION=${MATMUL_PRECISION:-highest}
+# Legs on the same device count run the same programs: compile each once (a cache hit is the same executable).
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${R:-/tmp/multi_gpu_runs}/jax_cache}
 : "${OUT:?set OUT to the output folder}"; : "${DATA:?set DATA to the folder holding glue/SST-2, ptb, tokenizers/gpt2}"
 PART=${PART:-glue}; PY=${PY:-python3}; SMOKE=${SMOKE:-0}
 R=${R:-/tmp/multi_gpu_runs}/$PART; mkdir -p "$R" "$OUT"
