@@ -52,6 +52,13 @@ def define_common(*, model_help: str, bits_choices: list[str], default_model: st
   flags.DEFINE_string("workdir", None, "Run directory; re-running the same command resumes it.")
   flags.DEFINE_bool("overwrite", False, "Start the run directory afresh, removing (and listing) what it holds.")
   flags.DEFINE_string("git_commit", None, "Commit to record in command.txt when the tree has no .git.")
+  flags.DEFINE_integer("max_steps_this_run", None, "Stop after this many steps (checkpointed; rerun to resume).")
+  # Multi-host data parallelism (README "Several hosts"): every process runs the same command with its own id.
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0, the same in every process "
+                      "(or $JAX_COORDINATOR_ADDRESS). Unset: one process, all local devices.")
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes (one per host, usually).")
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, 0 .. num_processes-1.")
+  flags.DEFINE_list("local_device_ids", None, "Multi-host: the local devices this process drives (default all).")
   # Deprecated spellings (kept so old commands run; each prints what to use instead).
   flags.DEFINE_list("loss_terms", None, "Deprecated: use --kd_losses.")
   flags.DEFINE_bool("symmetric", None, "Deprecated: use --quant_mode=sym|asym.")
@@ -101,6 +108,17 @@ def common_overrides(f=FLAGS) -> dict:
   if o["warmup_steps"] is not None and o["warmup_ratio"] is not None:
     raise app.UsageError("give --warmup_ratio or --warmup_steps, not both")
   return o
+
+
+def init_distributed(f=FLAGS) -> None:
+  """Joins the multi-process job named by --coordinator_address/--num_processes/--process_id (or the JAX_*
+  environment variables); a no-op for a single process. Call at the top of main(), before JAX picks devices."""
+  from int4jax.train import distributed  # pylint: disable=g-import-not-at-top
+  ids = None if f.local_device_ids is None else [int(i) for i in f.local_device_ids]
+  try:
+    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id, ids)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
 
 
 @contextlib.contextmanager

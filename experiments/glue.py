@@ -68,14 +68,16 @@ def resolve(bits: str, teacher: str | None):
                                   data_dir=data_dir, **o)
 
 
-def run_one(cfg, workdir: str, *, overwrite: bool = False, keep: tuple[str, ...] = ()) -> dict:
+def run_one(cfg, workdir: str, *, overwrite: bool = False, keep: tuple[str, ...] = (),
+            max_steps_this_run: int | None = None) -> dict:
   from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top
   from int4jax.train import rundir  # pylint: disable=g-import-not-at-top
   with common.usage_errors():
     rundir.RunDir(workdir).prepare(glue_task.run_config_section(cfg), overwrite=overwrite,
                                    runtime_keys=cfg.RUNTIME_KEYS, keep=keep)
     exp = glue_task.build_experiment(cfg)
-  return glue_task.run(exp, workdir, argv=sys.argv, git_commit=FLAGS.git_commit)
+  return glue_task.run(exp, workdir, argv=sys.argv, git_commit=FLAGS.git_commit,
+                       max_steps_this_run=max_steps_this_run)
 
 
 def _finished(workdir: str) -> bool:
@@ -87,6 +89,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
+  common.init_distributed()
   common.apply_deprecated()
   mode = FLAGS.quant_mode or "sym"
   model_tag = os.path.basename(os.path.normpath(FLAGS.model))
@@ -95,8 +98,10 @@ def main(argv):
     workdir = FLAGS.workdir or f"{base}_{FLAGS.bits}_{mode}"
     with common.usage_errors():
       cfg = resolve(FLAGS.bits, FLAGS.teacher)
-    run_one(cfg, workdir, overwrite=FLAGS.overwrite)
+    run_one(cfg, workdir, overwrite=FLAGS.overwrite, max_steps_this_run=FLAGS.max_steps_this_run)
     return
+  if FLAGS.max_steps_this_run is not None:
+    raise app.UsageError("--max_steps_this_run needs a single stage (--bits=fp32, or --bits with --teacher)")
   if FLAGS.teacher:
     raise app.UsageError("--teacher needs --bits (the two-stage default trains its own teacher)")
   # Two stages: an FP32 teacher (trained here, or reused when its run directory is complete), then the student.

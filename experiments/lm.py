@@ -50,7 +50,6 @@ def define_flags() -> None:
   flags.DEFINE_integer("eval_stride", None, "Sliding-window evaluation stride (default: non-overlapping blocks).")
   flags.DEFINE_float("weight_decay", None, "AdamW weight decay on matrices (default 0.01).")
   flags.DEFINE_float("time_budget_s", None, "Stop training after this many seconds and evaluate the best checkpoint.")
-  flags.DEFINE_integer("max_steps_this_run", None, "Stop after this many steps (checkpointed; rerun to resume).")
   flags.DEFINE_string("cache_dir", None, "Folder for tokenized corpora (.npy), reused across runs.")
 
 
@@ -73,6 +72,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  common.init_distributed()
   common.apply_deprecated()
   with common.usage_errors():
     prepared = prepare(config_from_flags(), overwrite=FLAGS.overwrite)

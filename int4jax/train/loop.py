@@ -213,6 +213,14 @@ def _check_finite(pending: list[tuple[int, jax.Array]]) -> None:
                           "from it (lower --learning_rate, check the data, or set --clip)")
 
 
+def _to_host(tree):
+  """Device outputs -> numpy. Across processes, per-example outputs are gathered so every process sees all rows."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _to_float_dict(d: dict) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(d).items()}
 
@@ -224,7 +232,7 @@ def _to_float_dict(d: dict) -> dict[str, float]:
 def evaluate(params, eval_batches: Callable[[], Iterable], eval_fn, mesh: Mesh, task: TrainTask) -> dict:
   batches = tqdm.tqdm(eval_batches(), desc="eval", unit="batch", leave=False, dynamic_ncols=True,
                       mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=jax.process_index() != 0)
-  accumulated = [jax.device_get(eval_fn(params, shard_batch(b, mesh))) for b in batches]
+  accumulated = [_to_host(eval_fn(params, shard_batch(b, mesh))) for b in batches]
   if not accumulated:
     raise ValueError("the evaluation split yielded no batches")
   return {k: float(v) for k, v in task.summarize(accumulated).items()}

@@ -135,6 +135,9 @@ def test_cli_flag_errors_are_one_line_usage_errors(tmp_path):
   for name in ("train.tsv", "dev.tsv"):   # a valid SST-2 folder: the vocabulary check is what must fail
     (tmp_path / name).write_text("sentence\tlabel\na fine film\t1\n")
   cases = [(["--teacher=x"], "--teacher needs --bits"),
+           (["--max_steps_this_run=3"], "--max_steps_this_run needs a single stage"),
+           (["--bits=fp32", "--coordinator_address=node0:1234", "--num_processes=2", "--process_id=2"],
+            "--process_id=2 must be in [0, --num_processes=2)"),
            (["--bits=fp32", "--max_seq_length=4096"], "larger than model 'bert_tiny'"),
            (["--bits=fp32", "--clip=3,1"], "lo must be below hi"),
            (["--bits=fp32", "--task=sst2", "--data_dir=" + str(tmp_path)], "embeds only 1000")]

@@ -176,25 +176,43 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     import jax
     import test_loop as t
-    result = t.run({workdir!r}, num_steps=6)
-    rows = [json.loads(l) for l in open({workdir!r} + "/metrics.jsonl") if '"train"' in l]
-    print("RESULT", json.dumps({{"devices": jax.device_count(), "loss": [r["loss"] for r in rows],
-                                "final": result["final"]}}))
+    for workdir, stop in {runs!r}:
+      result = t.run(workdir, num_steps=6, max_steps_this_run=stop)
+      rows = [json.loads(l) for l in open(workdir + "/metrics.jsonl") if '"train"' in l]
+      print("RESULT", json.dumps({{"devices": jax.device_count(), "loss": [r["loss"] for r in rows],
+                                  "steps_this_run": result.get("steps_this_run"), "final": result.get("final")}}))
 """)
 
 
-def _run_with_devices(n, workdir):
+def _run_with_devices(n, *runs):
+  """Runs t.run(workdir, num_steps=6, max_steps_this_run=stop) for each (workdir, stop) in one process with n
+  forced host devices; returns one RESULT dict per run."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-  script = _MULTI_DEVICE_SCRIPT.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__)), workdir=str(workdir))
+  script = _MULTI_DEVICE_SCRIPT.format(repo=REPO, tests=os.path.dirname(os.path.abspath(__file__)),
+                                       runs=[(str(w), stop) for w, stop in runs])
   out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+  return [json.loads(l[len("RESULT "):]) for l in out.stdout.splitlines() if l.startswith("RESULT ")]
 
 
 def test_two_devices_match_one_device(tmp_path):
-  one = _run_with_devices(1, tmp_path / "one")
-  two = _run_with_devices(2, tmp_path / "two")
+  [one] = _run_with_devices(1, (tmp_path / "one", None))
+  [two] = _run_with_devices(2, (tmp_path / "two", None))
   assert (one["devices"], two["devices"]) == (1, 2)
   np.testing.assert_allclose(one["loss"], two["loss"], atol=1e-5)
   assert one["final"] == pytest.approx(two["final"], abs=1e-5)
+
+
+def test_checkpoints_resume_across_device_counts(tmp_path):
+  """A run stopped at step 3 of 6 on 2 devices finishes on 1 device, and one stopped on 1 finishes on 2; both end
+  on the uninterrupted 1-device trajectory (same tolerance as above: float reassociation only)."""
+  [two_first] = _run_with_devices(2, (tmp_path / "two_first", 3))
+  ref, two_then_one, one_first = _run_with_devices(1, (tmp_path / "ref", None), (tmp_path / "two_first", None),
+                                                   (tmp_path / "one_first", 3))
+  [one_then_two] = _run_with_devices(2, (tmp_path / "one_first", None))
+  assert (two_first["devices"], ref["devices"], one_then_two["devices"]) == (2, 1, 2)
+  assert two_first["final"] is None and one_first["final"] is None   # stopped, nothing final yet
+  for resumed in (two_then_one, one_then_two):
+    assert resumed["steps_this_run"] == 3   # resumed at step 3, not restarted
+    np.testing.assert_allclose(resumed["loss"], ref["loss"], atol=1e-5)
+    assert resumed["final"] == pytest.approx(ref["final"], abs=1e-5)
