@@ -34,7 +34,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, do_lower_case: bool | Non
 
   Args:
     name_or_path: a directory (checkpoint dir with tokenizer files, or a bare vocab folder), a .gguf file (the
-      tokenizer in its metadata), a folder name under ``<shared data>/tokenizers`` ("bert-base-uncased", "gpt2"), or a hub id present in the local HF cache.
+      tokenizer in its metadata), a folder name under ``<shared data>/tokenizers`` ("bert-base-uncased", "gpt2"),
+      or a hub id present in the local HF cache.
     do_lower_case: for bare WordPiece vocabularies only; default: True unless the folder name says "cased".
   Raises:
     FileNotFoundError naming the path when nothing usable is found.
