@@ -296,3 +296,52 @@ def load_tokenizer(path: str | os.PathLike):
   import transformers  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
   return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+
+
+# ------------------------------------------------------------------------------------------------- writing
+
+def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
+  """llama.cpp's `permute` of attn_q / attn_k rows (the inverse of `unpermute_rotary`)."""
+  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(path: str | os.PathLike, hf_config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
+               matrix_type: str = "Q4_1", embedding_type: str = "Q8_0") -> None:
+  """A Llama GGUF file as llama.cpp lays it out (q/k rows permuted), quantized with `gguf.quants.quantize`: 2-D
+  layer weights as `matrix_type`, the embedding as `embedding_type`, norms F32. For smoke runs and fixtures."""
+  import gguf  # pylint: disable=g-import-not-at-top
+  c = hf_config
+  writer = gguf.GGUFWriter(str(path), "llama")
+  writer.add_block_count(c["num_hidden_layers"])
+  writer.add_context_length(c["max_position_embeddings"])
+  writer.add_embedding_length(c["hidden_size"])
+  writer.add_feed_forward_length(c["intermediate_size"])
+  writer.add_head_count(c["num_attention_heads"])
+  writer.add_head_count_kv(c.get("num_key_value_heads") or c["num_attention_heads"])
+  writer.add_rope_freq_base(float(c.get("rope_theta", 10000.0)))
+  writer.add_layer_norm_rms_eps(float(c["rms_norm_eps"]))
+  writer.add_rope_dimension_count(c["hidden_size"] // c["num_attention_heads"])
+  writer.add_vocab_size(c["vocab_size"])
+  inverse = {v: k for k, v in _GLOBAL_NAMES.items()}
+  inverse.update({f"model.layers.{i}.{hf}.weight": f"blk.{i}.{g}.weight" for i in range(c["num_hidden_layers"])
+                  for g, hf in _LAYER_NAMES.items()})
+  kv_heads = c.get("num_key_value_heads") or c["num_attention_heads"]
+  for name, w in tensors.items():
+    if name == "lm_head.weight" and c.get("tie_word_embeddings"):
+      continue
+    w = np.asarray(w, np.float32)
+    heads = _rotary_heads(name, {"num_attention_heads": c["num_attention_heads"], "num_key_value_heads": kv_heads})
+    if heads is not None:
+      w = permute_rotary(w, heads)
+    kind = embedding_type if name == "model.embed_tokens.weight" else matrix_type if w.ndim == 2 else "F32"
+    if kind == "F32":
+      writer.add_tensor(inverse[name], w)
+    elif kind == "F16":
+      writer.add_tensor(inverse[name], w.astype(np.float16))
+    else:
+      qtype = gguf.GGMLQuantizationType[kind]
+      writer.add_tensor(inverse[name], gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
