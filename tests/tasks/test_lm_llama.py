@@ -51,10 +51,10 @@ def setup(tmp_path_factory):
 
 
 def _config(s, workdir, **kw):
-  return lm_pipeline.LMRunConfig(
-      workdir=str(workdir), dataset="ptb", data_dir=s["ptb"], tokenizer=s["tok"], block_size=32, batch_size=4,
-      eval_batch_size=4, num_train_steps=2, eval_every_steps=2, log_every_steps=1, weight_clip=None, dropout=0.0,
-      extra_eval=(f"wikitext2={s['wt2']}",), **kw)
+  fields = dict(workdir=str(workdir), dataset="ptb", data_dir=s["ptb"], tokenizer=s["tok"], block_size=32,
+                batch_size=4, eval_batch_size=4, num_train_steps=1, eval_every_steps=1, log_every_steps=1,
+                weight_clip=None, dropout=0.0, extra_eval=(f"wikitext2={s['wt2']}",))
+  return lm_pipeline.LMRunConfig(**dict(fields, **kw))
 
 
 def test_pretrained_llama_teacher_then_w4a4_student(setup):
