@@ -507,6 +507,9 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
     summary = {"step": stopped_at, "interrupted": True}
   if summary.get("interrupted") and stopped_at is None:
     return summary  # --max_steps_this_run: resume later
+  if stopped_at is not None and not os.path.isdir(os.path.join(cfg.workdir, "checkpoints", "best")):
+    raise RuntimeError(f"--time_budget_s={cfg.time_budget_s} ran out at step {stopped_at}, before the first "
+                       f"validation (--eval_every_steps={cfg.eval_every_steps}): no checkpoint to evaluate")
 
   # Eval-reload: the best checkpoint, float32 compute, valid + test with per-position sums.
   eval_model, best_params, best_meta = restore_run(cfg.workdir)

@@ -36,7 +36,9 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
   teacher = runs["fp"]
   cells = [(d, s) for d in ("ptb", "wikitext2") for s in ("valid", "test")]
   rows = []
-  for key, label in (("zs", "pretrained SmolLM2, zero-shot (dequantized Q4_1)"), ("fp", "FP teacher (pretrained, PTB fine-tune)")) + STUDENTS:
+  teachers = (("zs", "pretrained SmolLM2, zero-shot (dequantized Q4_1)"),
+              ("fp", "FP teacher (pretrained, PTB fine-tune)"))
+  for key, label in teachers + STUDENTS:
     if key not in runs:
       continue
     r = runs[key]

@@ -40,7 +40,7 @@ for part, info in index["parts"].items():
     sys.exit(f"{p} is not the file the index names (sha256 differs)")
 print("qblocks parts verified:", ", ".join(index["parts"]))
 PYEOF
-  : ${BLOCK:=512} ${BS:=8} ${T_STEPS:=300} ${S_STEPS:=300} ${EVAL:=100} ${TA:=130} ${TB:=140} ${AN_BATCHES:=8}
+  : ${BLOCK:=512} ${BS:=8} ${T_STEPS:=300} ${S_STEPS:=300} ${EVAL:=50} ${TA:=120} ${TB:=130} ${AN_BATCHES:=8}
   : ${DTYPE:=bfloat16}
   SCRATCH_MODEL="--model=smollm2_135m"
 fi
