@@ -67,7 +67,7 @@ run fp $(( TA + 90 )) --init=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_
 run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --init=scratch --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
   --num_train_steps=$T_STEPS --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA &
 wait; echo "phase A done at $(( $(date +%s) - T0 ))s"
-S="--learning_rate=${S_LR:-5e-5} --num_train_steps=$S_STEPS --warmup_steps=$(( S_STEPS / 10 )) --time_budget_s=$TB"
+S="--learning_rate=${S_LR:-5e-5} --num_train_steps=$S_STEPS --warmup_steps=$(( S_STEPS / 10 )) --time_budget_s=$TB ${S_EXTRA:-}"
 for cfg in "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --nosymmetric" \
            "scratch_w4a4 scratch_fp --bits=w4a4"; do
   set -- $cfg; name=$1; teacher=$2; shift 2
