@@ -7,7 +7,8 @@
 #   phase B (parallel): W4-only (w4a16), W4A8, W4A4 sym, W4A4 asym QAT+KD students of fp; W4A4 sym of scratch_fp.
 #   phase C: positional perplexity, sensitivity, activation range (lm_failure), for pretrained and scratch.
 # Writes $OUT/runs.json (results without per-position arrays) and $OUT/logs.tgz (logs, metrics, analysis json/png).
-# GPU: one H200, ~6 minutes (budgets below). SMOKE=1: a tiny random Llama on the CPU, same code path, ~6 minutes.
+# GPU: one H200, ~6-7 minutes (budgets below). SMOKE=1 (+ SEQUENTIAL=1 on a small-memory machine): a tiny random
+# Llama on the CPU, same code path.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2
 PY=${PY:-python3}
@@ -56,31 +57,33 @@ lm.load_corpus('ptb', tok, data_dir='$DATA/ptb', cache_dir='$R/cache', log=print
 lm.load_corpus('wikitext2', tok, data_dir='$DATA/wikitext-2', splits=('valid', 'test'), cache_dir='$R/cache', log=print)
 " || exit 1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-run() {  # name timeout args...
+run() {  # name timeout args...; a run whose results.json exists is kept (re-running the driver finishes the rest)
   local name=$1 limit=$2; shift 2
+  if [ -f $R/$name/results.json ]; then echo "$name: kept ($R/$name/results.json exists)"; return; fi
   timeout $limit $PY -m experiments.lm $COMMON "$@" --workdir=$R/$name > $R/$name.log 2>&1
   echo "$name rc=$? at $(( $(date +%s) - T0 ))s: $(grep -a 'RESULT\|Error' $R/$name.log | tail -1)"
 }
-run zs $(( TA + 90 )) --init=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 &
-run fp $(( TA + 90 )) --init=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
-  --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA &
-run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --init=scratch --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
-  --num_train_steps=$T_STEPS --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA &
+BG="&"; [ "${SEQUENTIAL:-0}" = 1 ] && BG=""   # SEQUENTIAL=1: one run at a time (small-memory CPU machines)
+eval run zs $(( TA + 90 )) --init=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 $BG
+eval run fp $(( TA + 90 )) --init=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
+  --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
+eval run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --init=scratch --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
+  --num_train_steps=$T_STEPS --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
 wait; echo "phase A done at $(( $(date +%s) - T0 ))s"
 S="--learning_rate=${S_LR:-5e-5} --num_train_steps=$S_STEPS --warmup_steps=$(( S_STEPS / 10 )) --time_budget_s=$TB ${S_EXTRA:-}"
 for cfg in "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --nosymmetric" \
            "scratch_w4a4 scratch_fp --bits=w4a4"; do
   set -- $cfg; name=$1; teacher=$2; shift 2
-  run $name $(( TB + 90 )) $S --teacher=$R/$teacher "$@" &
+  eval run $name $(( TB + 90 )) $S --teacher=$R/$teacher "$@" $BG
 done
 wait; echo "phase B done at $(( $(date +%s) - T0 ))s"
 unset XLA_PYTHON_CLIENT_PREALLOCATE
 mkdir -p $R/an $R/an_scratch
-timeout 150 $PY -m experiments.lm_analysis --analysis=positional,sensitivity,act_range --output_dir=$R/an \
+eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,sensitivity,act_range --output_dir=$R/an \
   --runs=fp=$R/fp,w4a16=$R/w4a16,w4a8=$R/w4a8,w4a4_sym=$R/w4a4,w4a4_asym=$R/w4a4_asym \
-  --act_range_runs=fp,w4a4_sym,w4a4_asym --num_batches=$AN_BATCHES > $R/analysis.log 2>&1 &
-timeout 150 $PY -m experiments.lm_analysis --analysis=positional,act_range --output_dir=$R/an_scratch \
-  --runs=scratch_fp=$R/scratch_fp,scratch_w4a4=$R/scratch_w4a4 --num_batches=$AN_BATCHES > $R/analysis_scratch.log 2>&1 &
+  --act_range_runs=fp,w4a4_sym,w4a4_asym --num_batches=$AN_BATCHES > $R/analysis.log 2>&1 $BG
+eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,act_range --output_dir=$R/an_scratch \
+  --runs=scratch_fp=$R/scratch_fp,scratch_w4a4=$R/scratch_w4a4 --num_batches=$AN_BATCHES > $R/analysis_scratch.log 2>&1 $BG
 wait; echo "analysis done at $(( $(date +%s) - T0 ))s"
 grep -av "^I1\|^W1" $R/analysis.log $R/analysis_scratch.log | tail -30
 $PY - "$R" > $OUT/runs.json <<'PYEOF'
