@@ -64,14 +64,14 @@ run() {  # name timeout args...; a run whose results.json exists is kept (re-run
   echo "$name rc=$? at $(( $(date +%s) - T0 ))s: $(grep -a 'RESULT\|Error' $R/$name.log | tail -1)"
 }
 BG="&"; [ "${SEQUENTIAL:-0}" = 1 ] && BG=""   # SEQUENTIAL=1: one run at a time (small-memory CPU machines)
-eval run zs $(( TA + 90 )) --init=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 $BG
-eval run fp $(( TA + 90 )) --init=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
+eval run zs $(( TA + 90 )) --model=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 $BG
+eval run fp $(( TA + 90 )) --model=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
   --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
-eval run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --init=scratch --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
+eval run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
   --num_train_steps=$T_STEPS --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
 wait; echo "phase A done at $(( $(date +%s) - T0 ))s"
 S="--learning_rate=${S_LR:-5e-5} --num_train_steps=$S_STEPS --warmup_steps=$(( S_STEPS / 10 )) --time_budget_s=$TB ${S_EXTRA:-}"
-for cfg in "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --nosymmetric" \
+for cfg in "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --quant_mode=asym" \
            "scratch_w4a4 scratch_fp --bits=w4a4"; do
   set -- $cfg; name=$1; teacher=$2; shift 2
   eval run $name $(( TB + 90 )) $S --teacher=$R/$teacher "$@" $BG
