@@ -59,11 +59,11 @@ def _config(s, workdir, **kw):
 
 def test_pretrained_llama_teacher_then_w4a4_student(setup):
   s = setup
-  fp = lm_pipeline.run(_config(s, s["root"] / "fp", init=s["ckpt"], learning_rate=1e-3), argv=["test"])
+  fp = lm_pipeline.run(_config(s, s["root"] / "fp", model=s["ckpt"], learning_rate=1e-3), argv=["test"])
   assert fp["model_config"]["model_type"] == "llama" and fp["model_config"]["tie_word_embeddings"]
   assert set(fp["extra_eval"]["wikitext2"]) == {"valid", "test"}
   assert np.isfinite(fp["extra_eval"]["wikitext2"]["test"]["perplexity"])
-  q = lm_pipeline.run(_config(s, s["root"] / "w4a4", bits="w4a4", symmetric=False, teacher=str(s["root"] / "fp")),
+  q = lm_pipeline.run(_config(s, s["root"] / "w4a4", bits="w4a4", quant_mode="asym", teacher=str(s["root"] / "fp")),
                       argv=["test"])
   assert q["policy"] == "w4a4_asym" and q["loss_terms"] == ["gt", "logit", "att", "rep"]
   assert q["gap"]["valid"] == pytest.approx(q["valid"]["perplexity"] - fp["valid"]["perplexity"])
@@ -83,8 +83,8 @@ def test_llama_scratch_preset_and_flag_errors(setup, tmp_path):
   assert plan.config.vocab_size == 257 and plan.config.attention_dropout == 0.1 and plan.config.hidden_dropout == 0.1
   with pytest.raises(ValueError, match="--post_ln is for GPT-2"):
     lm_pipeline.validate(_config(s, tmp_path, model="llama_tiny", post_ln=True))
-  with pytest.raises(FileNotFoundError, match="nor a Llama .gguf file"):
-    lm_pipeline.validate(_config(s, tmp_path, init=str(tmp_path / "missing.gguf")))
+  with pytest.raises(ValueError, match="is neither a preset"):
+    lm_pipeline.validate(_config(s, tmp_path, model=str(tmp_path / "missing.gguf")))
   with pytest.raises(ValueError, match="must be dataset=data_dir"):
     lm_pipeline.validate(dataclasses.replace(_config(s, tmp_path), extra_eval=("wikitext2",)))
   with pytest.raises(FileNotFoundError, match="wiki.valid.tokens"):
