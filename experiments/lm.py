@@ -8,6 +8,10 @@ a preset `--model=gpt2_base` trains the teacher from random weights; real users 
     python -m experiments.lm --model=gpt2_base --bits=fp32 --dataset=ptb --workdir=runs/ptb_fp
     python -m experiments.lm --bits=w4a4 --teacher=runs/ptb_fp --dataset=ptb --workdir=runs/ptb_w4a4
     # the other students: --bits=w4a16 (W4-only), --bits=w4a8, --bits=w4a4 --quant_mode=asym
+    # A pretrained Llama (SmolLM2-135M GGUF, or its qblocks copy) with its own tokenizer, WikiText-2 evaluated too:
+    python -m experiments.lm --model=SmolLM2-135M-Instruct.Q4_1.gguf --tokenizer=SmolLM2-135M-Instruct.Q4_1.gguf \
+        --bits=fp32 --weight_clip=none --extra_eval=wikitext2=<dir> --workdir=runs/smol_fp
+    python -m experiments.lm --bits=w4a4 --teacher=runs/smol_fp --tokenizer=<same> --workdir=runs/smol_w4a4
 
 Defaults follow the paper's best GPT-2 setting (Table C.1): LM CE + Logit + Att* + Rep, dropout 0.05, clip [-1, 1],
 LR 1e-4, batch 8, 90 epochs. The flags are the shared vocabulary of experiments/flags.py. `--weight_clip` clamps weights before quantization; the paper does not say which tensors
@@ -36,8 +40,9 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Flags are defined only when run as a command, so tests can import several launchers."""
-  common.define_common(model_help="GPT-2 preset (gpt2_base, gpt2_medium, gpt2_tiny; random init) or a Hugging Face "
-                       "GPT-2 checkpoint directory (pretrained init).", bits_choices=list(BITS),
+  common.define_common(model_help="GPT-2 / Llama preset (gpt2_base, gpt2_medium, gpt2_tiny, smollm2_135m, "
+                       "llama_tiny; random init), a Hugging Face GPT-2 / Llama checkpoint directory, a Llama .gguf "
+                       "file or its qblocks copy (pretrained init).", bits_choices=list(BITS),
                        default_model="gpt2_base")
   flags.DEFINE_integer("n_layer", None, "Override the preset's number of layers.")
   flags.DEFINE_integer("n_embd", None, "Override the preset's width.")
@@ -51,6 +56,8 @@ def define_flags() -> None:
   flags.DEFINE_float("weight_decay", None, "AdamW weight decay on matrices (default 0.01).")
   flags.DEFINE_float("time_budget_s", None, "Stop training after this many seconds and evaluate the best checkpoint.")
   flags.DEFINE_string("cache_dir", None, "Folder for tokenized corpora (.npy), reused across runs.")
+  flags.DEFINE_list("extra_eval", [], "More corpora to evaluate the best checkpoint on (valid + test), as "
+                    "dataset=data_dir, e.g. wikitext2=/data/wikitext-2.")
 
 
 def config_from_flags(f=FLAGS) -> LMRunConfig:
@@ -60,7 +67,7 @@ def config_from_flags(f=FLAGS) -> LMRunConfig:
   values.update(model=f.model, n_layer=f.n_layer, n_embd=f.n_embd, n_head=f.n_head, n_positions=f.n_positions,
                 post_ln=f.post_ln, dataset=f.dataset, block_size=f.block_size, eval_stride=f.eval_stride,
                 weight_decay=f.weight_decay, time_budget_s=f.time_budget_s, max_steps_this_run=f.max_steps_this_run,
-                cache_dir=f.cache_dir, workdir=f.workdir)
+                cache_dir=f.cache_dir, workdir=f.workdir, extra_eval=tuple(f.extra_eval) or None)
   values = {k: v for k, v in values.items() if v is not None}
   for name in ("weight_clip", "act_clip"):   # 'none' = explicitly no clip
     if values.get(name) == "none":

@@ -96,11 +96,11 @@ def run_analyses(analyses, runs: dict[str, str], output_dir: str | None = None, 
     corpus = lm_data.load_corpus(first["dataset"], tok, data_dir=data_dir or first["data_dir"], splits=(split,))
     ranges = {}
     for k in labels:
-      model, params, meta = lm_task.restore_run(runs[k])
+      model, params, _ = lm_task.restore_run(runs[k])
       block = results[k]["block_size"]
       batches = lm_data.eval_split(corpus.ids[split], block).batches(batch_size)
       ranges[k] = lm_analysis.ffn_out_input_range(model, params, batches,
-                                                  lm_analysis.default_layers(meta["model_config"]["n_layer"]),
+                                                  lm_analysis.default_layers(model.config.n_layer),
                                                   num_batches)
     out["act_range"] = lm_analysis.activation_range(ranges, output_dir)
   print(f"wrote {', '.join(sorted(out))} to {output_dir}", flush=True)

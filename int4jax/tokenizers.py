@@ -33,8 +33,9 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, do_lower_case: bool | Non
   """A transformers fast tokenizer.
 
   Args:
-    name_or_path: a directory (checkpoint dir with tokenizer files, or a bare vocab folder), a folder name under
-      ``<shared data>/tokenizers`` ("bert-base-uncased", "gpt2"), or a hub id present in the local HF cache.
+    name_or_path: a directory (checkpoint dir with tokenizer files, or a bare vocab folder), a .gguf file (the
+      tokenizer in its metadata), a folder name under ``<shared data>/tokenizers`` ("bert-base-uncased", "gpt2"),
+      or a hub id present in the local HF cache.
     do_lower_case: for bare WordPiece vocabularies only; default: True unless the folder name says "cased".
   Raises:
     FileNotFoundError naming the path when nothing usable is found.
@@ -44,6 +45,9 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, do_lower_case: bool | Non
     path = shared_tokenizer_dir(str(name_or_path))
   if path.is_dir():
     return _from_dir(path, do_lower_case)
+  if path.is_file() and path.suffix == ".gguf":   # transformers' GGUF tokenizer loader (needs the gguf package)
+    from int4jax.models import gguf  # pylint: disable=g-import-not-at-top
+    return gguf.load_tokenizer(path)
   if path.exists():
     raise NotADirectoryError(f"tokenizer path {str(path)!r} is a file; pass its directory")
   name = str(name_or_path)

@@ -2,7 +2,7 @@
 
 - positional perplexity (Fig. 6): perplexity of the token at each position of a block, FP teacher vs students, from
   the per-position nll sums that experiments/lm.py stores in results.json (or recomputed from a checkpoint);
-- activation range (Fig. 5): max - min over features of the FFN-out (mlp/c_proj) input at the first, a middle and
+- activation range (Fig. 5): max - min over features of the FFN-out (mlp/c_proj, Llama mlp/down_proj) input at the first, a middle and
   the last layer, per token position, mean and spread over the sequences of `num_batches` batches;
 - Pre-LN vs Post-LN (§4): FP and W4A4 perplexity of both placements and the gap curve over training steps;
 - sensitivity (Fig. C.2): W4-only / W4A8 / W4A4 gaps side by side and validation perplexity over steps.
@@ -132,7 +132,8 @@ def ffn_out_input_range(model, params, batches: Iterable[Mapping[str, np.ndarray
                         num_batches: int = 8) -> dict[int, np.ndarray]:
   """Per layer, float64 [num_sequences, seq] of max - min over the features of the mlp/c_proj input.
 
-  Uses the `ffn_out_input` value that GPT2MLP sows into "intermediates" (before the layer's own quantizer).
+  Uses the `ffn_out_input` value that GPT2MLP / LlamaMLP sow into "intermediates" (before the layer's own
+  quantizer): block i is "h_{i}" in GPT-2 and "layers_{i}" in Llama.
   """
   @jax.jit
   def step(params, ids):
@@ -140,7 +141,8 @@ def ffn_out_input_range(model, params, batches: Iterable[Mapping[str, np.ndarray
     inter = state["intermediates"]
     out = []
     for i in layers:
-      h = inter[f"h_{i}"]["mlp"]["ffn_out_input"][0].astype(jnp.float32)
+      block = inter[f"h_{i}"] if f"h_{i}" in inter else inter[f"layers_{i}"]
+      h = block["mlp"]["ffn_out_input"][0].astype(jnp.float32)
       out.append(jnp.max(h, axis=-1) - jnp.min(h, axis=-1))
     return out
 

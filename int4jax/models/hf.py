@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from int4jax.models import gguf
+
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -170,6 +172,8 @@ def _fix_legacy_name(name: str) -> str:
 def read_state_dict(ckpt_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   """All tensors of a checkpoint directory: model.safetensors (single or sharded), else pytorch_model.bin."""
   ckpt_dir = pathlib.Path(ckpt_dir)
+  if gguf.is_qblocks_dir(ckpt_dir):   # a GGUF file's blocks re-encoded in parts (models/gguf.py)
+    return gguf.read_qblocks(ckpt_dir)
   if (ckpt_dir / SAFETENSORS_NAME).is_file():
     tensors = read_safetensors(ckpt_dir / SAFETENSORS_NAME)
   elif (ckpt_dir / SAFETENSORS_INDEX_NAME).is_file():
@@ -188,7 +192,9 @@ def read_state_dict(ckpt_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_checkpoint(path_or_name: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None
                     ) -> tuple[pathlib.Path, dict[str, Any], dict[str, np.ndarray]]:
-  """(directory, config.json dict, tensors) for a local dir or a cached hub name."""
+  """(directory, config.json dict, tensors) for a local dir, a cached hub name or a .gguf file (models/gguf.py)."""
+  if gguf.is_gguf(path_or_name):
+    return (pathlib.Path(path_or_name), *gguf.read_gguf(path_or_name))
   ckpt_dir = resolve_checkpoint_dir(path_or_name, cache_dir=cache_dir)
   return ckpt_dir, read_config(ckpt_dir), read_state_dict(ckpt_dir)
 

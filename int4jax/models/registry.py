@@ -1,6 +1,6 @@
 """Model families by name: presets, configs from config.json, and `load_pretrained`.
 
-An explicit table: each family module (bert.py, gpt2.py, bart.py) defines `FAMILY`, a `family.Family`, and this
+An explicit table: each family module (bert.py, gpt2.py, bart.py, llama.py) defines `FAMILY`, a `family.Family`, and this
 module lists them. Imports run one way (registry -> families -> family.py, hf.py), so there is no cycle.
 
     config = get_config("bert_base", policy=make_policy("w4a4"), num_labels=3)
@@ -19,10 +19,10 @@ from typing import Any
 
 import jax
 
-from int4jax.models import bart, bert, gpt2, hf
+from int4jax.models import bart, bert, gguf, gpt2, hf, llama
 from int4jax.models.family import Family, check_fields
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (bert.FAMILY, gpt2.FAMILY, bart.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (bert.FAMILY, gpt2.FAMILY, bart.FAMILY, llama.FAMILY)}
 
 
 def family(model_type: str) -> Family:
@@ -45,6 +45,8 @@ def get_config(preset_or_path: str | os.PathLike, **overrides) -> Any:
       check_fields(config, overrides, str(preset_or_path))
       takes_overrides = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(make).parameters.values())
       return make(**overrides) if takes_overrides else dataclasses.replace(config, **overrides)
+  if gguf.is_gguf(preset_or_path):
+    return family("llama").config_from_hf(gguf.read_config(preset_or_path), **overrides)
   try:
     ckpt_dir = hf.resolve_checkpoint_dir(preset_or_path)
   except FileNotFoundError as e:
@@ -59,7 +61,8 @@ def load_pretrained(path_or_name: str | os.PathLike, *, policy=None, task: str |
   """(model, params) from a HF-format checkpoint directory or a hub name in the local HF cache.
 
   Args:
-    path_or_name: directory with config.json + model.safetensors (or pytorch_model.bin), or a hub id.
+    path_or_name: directory with config.json + model.safetensors (or pytorch_model.bin, or a qblocks index), a
+      hub id, or a Llama .gguf file.
     policy: QuantPolicy for every QDense (None = float).
     task: family task, e.g. "base" or "sequence_classification" for BERT; default from config.json "architectures".
     rng: init key for heads the checkpoint lacks (default PRNGKey(0)); they are logged by name.

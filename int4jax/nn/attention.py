@@ -23,6 +23,11 @@ step traces twice, once for the filling call and once for the reading calls. The
 belongs to one encoder output, and `kv` is ignored once they are filled (a different [batch, src_len] raises).
 
 Masks are boolean, True = may attend, broadcastable to [batch, heads, q_len, k_len].
+
+Llama-family options (both off by default): `num_kv_heads` < `num_heads` is grouped-query attention (K/V projected
+to fewer heads, cached at that size, each K/V head serving `num_heads // num_kv_heads` consecutive query heads, as
+HF's `repeat_kv`); `rope_theta` applies rotary position embeddings to q and k (`apply_rotary`, HF's rotate_half
+convention) at the `positions` the caller passes, before K is cached.
 """
 from __future__ import annotations
 
@@ -91,6 +96,25 @@ def flash_implementation(q, mask=None) -> str | None:
   return "cudnn" if ok else None
 
 
+def rotary_angles(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """(cos, sin), float32 [batch, seq, 1, head_dim], for positions [batch, seq]: frequency i (< head_dim / 2) is
+  theta^(-2i / head_dim), and the two halves of the head dimension share them (HF's cat(freqs, freqs))."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding of x [batch, seq, heads, head_dim] (HF Llama): x * cos + rotate_half(x) * sin, where
+  rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]); computed in float32, returned in x's dtype."""
+  cos, sin = rotary_angles(positions, x.shape[-1], theta)
+  xf = x.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+  return (xf * cos + rotated * sin).astype(x.dtype)
+
+
 def attention_core(q, k, v, mask, *, dropout_rate: float, deterministic: bool, want_scores: bool,
                    want_probs: bool, dropout_rng=None, dtype=jnp.float32):
   """Scaled dot-product attention on [batch, len, heads, head_dim] inputs.
@@ -136,13 +160,19 @@ class MultiHeadAttention(nn.Module):
   out_features: int | None = None
   dtype: Any = jnp.float32
   int_mode: Any = None  # int_gemm.IntMode for integer inference (QDense), None for fake quantization
+  num_kv_heads: int | None = None     # grouped-query attention (separate q/k/v only); None = num_heads
+  rope_theta: float | None = None     # rotary positions on q, k (self-attention); needs `positions`
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
   def _dense(self, features: int, name: str, gemm: str) -> QDense:
     return QDense(features, policy=self.policy, gemm=gemm, use_bias=self.use_bias, dtype=self.dtype, name=name,
                   int_mode=self.int_mode)
 
-  def _split_heads(self, t):
-    return t.reshape(t.shape[:-1] + (self.num_heads, self.head_dim))
+  def _split_heads(self, t, heads: int | None = None):
+    return t.reshape(t.shape[:-1] + (heads or self.num_heads, self.head_dim))
 
   def _project(self, x, kv, cross_cache: bool = False, pre_ln=None):
     """q, k, v as [batch, len, heads, head_dim]; `cross_cache` (decode mode) routes cross-attention K/V through
@@ -151,6 +181,8 @@ class MultiHeadAttention(nn.Module):
     if len(self.proj_names) == 2:
       if kv is not None:
         raise ValueError("a fused qkv projection cannot do cross-attention; use separate q/k/v names")
+      if self.kv_heads != self.num_heads:
+        raise ValueError("grouped-query attention needs separate q/k/v projections (4 proj_names)")
       q, k, v = jnp.split(self._dense(3 * d, self.proj_names[0], "qkv")(x, pre_ln=pre_ln), 3, axis=-1)
       return self._split_heads(q), self._split_heads(k), self._split_heads(v)
     if len(self.proj_names) != 4:
@@ -161,10 +193,10 @@ class MultiHeadAttention(nn.Module):
     return (q,) + (self._project_kv(x, pre_ln) if kv is None else self._project_kv(kv))
 
   def _project_kv(self, src, pre_ln=None):
-    d = self.num_heads * self.head_dim
+    d = self.kv_heads * self.head_dim
     k = self._dense(d, self.proj_names[1], "qkv")(src, pre_ln=pre_ln)
     v = self._dense(d, self.proj_names[2], "qkv")(src, pre_ln=pre_ln)
-    return self._split_heads(k), self._split_heads(v)
+    return self._split_heads(k, self.kv_heads), self._split_heads(v, self.kv_heads)
 
   def _cached_cross_kv(self, kv):
     """Decode-mode cross-attention K/V: the first call projects `kv` and stores the result in the "cache"
@@ -202,15 +234,23 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, kv: jax.Array | None = None, mask: jax.Array | None = None, *,
                deterministic: bool = True, want_scores: bool = False, want_probs: bool = False,
-               decode: bool = False, pre_ln=None, kv_seq_lengths=None):
+               decode: bool = False, pre_ln=None, kv_seq_lengths=None, positions: jax.Array | None = None):
     """x: [batch, q_len, d_model]; kv: [batch, k_len, d_kv] for cross-attention (None = self-attention).
 
     mask: bool, broadcastable to [batch, heads, q_len, k_len]; in self-attention decode mode k_len is the cache
     length (max_len). In cross-attention decode mode K/V are projected once, then read from the cache (see the
     module docstring). pre_ln: x's pre-LayerNorm input for integer mode (QDense). kv_seq_lengths: [batch] int32,
-    valid keys per row when padding is at the end (a mask cuDNN attention takes; used instead of `mask`). Returns (out [batch, q_len, out_features], scores | None, probs | None).
+    valid keys per row when padding is at the end (a mask cuDNN attention takes; used instead of `mask`).
+    positions [batch, q_len]: absolute token positions for rotary embeddings (`rope_theta`).
+    Returns (out [batch, q_len, out_features], scores | None, probs | None).
     """
+    if self.num_heads % self.kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}")
     q, k, v = self._project(x, kv, cross_cache=decode, pre_ln=pre_ln)
+    if self.rope_theta is not None:
+      if kv is not None or positions is None:
+        raise ValueError("rotary embeddings (rope_theta) need self-attention and `positions`")
+      q, k = apply_rotary(q, positions, self.rope_theta), apply_rotary(k, positions, self.rope_theta)
     causal = None
     if decode and kv is None:
       k, v, index = self._append_to_cache(k, v)
@@ -221,6 +261,9 @@ class MultiHeadAttention(nn.Module):
     elif self.causal:
       causal = causal_mask(q.shape[1], k.shape[1])
     mask = combine_masks(mask, causal)
+    if self.kv_heads != self.num_heads:  # K/V head j serves query heads j * n_rep ... (j + 1) * n_rep - 1
+      n_rep = self.num_heads // self.kv_heads
+      k, v = jnp.repeat(k, n_rep, axis=2), jnp.repeat(v, n_rep, axis=2)
     dropout_rng = None
     if self.dropout_rate > 0.0 and not deterministic:
       dropout_rng = self.make_rng("dropout")

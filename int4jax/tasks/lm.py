@@ -17,6 +17,8 @@ which is run_clm's number for non-overlapping blocks (every block scores the sam
 The run pipeline behind `python -m experiments.lm` lives here too (`LMRunConfig`, `validate`, `run`): validate a run,
 train the FP teacher or a QAT+KD student through `train.train_and_evaluate`, re-evaluate the best checkpoint in
 float32 (valid and test, with per-position sums for the failure analysis) and write results.json.
+Two decoder families run through it: GPT-2 and Llama (SmolLM2 from a GGUF file or its qblocks copy, `--model`);
+`model_config["model_type"]` in a run's metadata says which (runs stored before it was recorded are GPT-2).
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ import numpy as np
 from int4jax import metrics
 from int4jax import tokenizers
 from int4jax.data import lm as lm_data
+from int4jax.models import gguf
 from int4jax.models import gpt2
+from int4jax.models import llama
 from int4jax.models import registry
 from int4jax.models.outputs import Taps
 from int4jax.quant import policy as policy_lib
@@ -174,17 +178,41 @@ def positional_nll(model: nn.Module, params, batches) -> dict[str, np.ndarray]:
 # model.
 
 _NOT_SERIALIZED = ("policy", "dtype")
+# model_type -> (config class, model class) of the decoder families the pipeline trains.
+LM_FAMILIES = {"gpt2": (gpt2.GPT2Config, gpt2.GPT2LMHeadModel), "llama": (llama.LlamaConfig, llama.LlamaForCausalLM)}
+# Dropout fields of either family; --dropout sets those the config has.
+_DROPOUT_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout")
+
+
+def model_type_of(config) -> str:
+  for name, (config_cls, _) in LM_FAMILIES.items():
+    if isinstance(config, config_cls):
+      return name
+  raise ValueError(f"{type(config).__name__} is not a language-model config ({sorted(LM_FAMILIES)})")
+
+
+def lm_model(config) -> nn.Module:
+  """The causal LM module of a GPT2Config or LlamaConfig."""
+  return LM_FAMILIES[model_type_of(config)][1](config)
+
+
+def with_dropout(config, dropout: float):
+  """The config with every dropout field it has set to `dropout`."""
+  return dataclasses.replace(config, **{f: dropout for f in _DROPOUT_FIELDS if hasattr(config, f)})
 
 
 def model_config_to_dict(config) -> dict[str, Any]:
-  """A GPT2Config's JSON-able fields (policy and dtype are stored separately)."""
-  return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_SERIALIZED}
+  """A model config's JSON-able fields plus its "model_type" (policy and dtype are stored separately)."""
+  fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_SERIALIZED}
+  return {"model_type": model_type_of(config), **fields}
 
 
 def build_model(model_config: dict[str, Any], policy=None, dtype=jnp.float32, **overrides):
-  """(GPT2LMHeadModel, GPT2Config) from a stored model_config dict."""
-  config = gpt2.GPT2Config(**dict(model_config, **overrides), policy=policy, dtype=dtype)
-  return gpt2.GPT2LMHeadModel(config), config
+  """(model, config) from a stored model_config dict (GPT-2 when it names no model_type)."""
+  fields = dict(model_config, **overrides)
+  config_cls, model_cls = LM_FAMILIES[fields.pop("model_type", "gpt2")]
+  config = config_cls(**fields, policy=policy, dtype=dtype)
+  return model_cls(config), config
 
 
 def abstract_params(model: nn.Module, seq_len: int = 1):
@@ -228,7 +256,8 @@ TASK_KIND = "lm"
 class LMRunConfig(base.RunConfig):
   """An LM run: the shared RunConfig fields (with the GPT-2 recipe's defaults) plus the task's own.
 
-  `model` is a GPT-2 preset (random init) or a Hugging Face GPT-2 directory (pretrained init).
+  `model` is a GPT-2 / Llama preset (random init), a Hugging Face GPT-2 / Llama directory, a Llama .gguf file or its
+  qblocks copy (pretrained init).
   """
   workdir: str
   model: str = "gpt2_base"
@@ -253,13 +282,14 @@ class LMRunConfig(base.RunConfig):
   time_budget_s: float | None = None
   max_steps_this_run: int | None = None
   cache_dir: str | None = None
+  extra_eval: tuple[str, ...] = ()           # "dataset=data_dir" pairs: valid + test of more corpora (WikiText-2)
 
   RUNTIME_KEYS = ("workdir", "time_budget_s", "max_steps_this_run", "cache_dir")
   PATH_FIELDS = ("model", "teacher", "tokenizer", "data_dir", "workdir", "cache_dir")
 
   @property
   def pretrained(self) -> bool:
-    return os.path.isdir(self.model)
+    return os.path.isdir(self.model) or gguf.is_gguf(self.model)
 
 
 class TimeBudgetExceeded(Exception):
@@ -294,9 +324,26 @@ class Plan:
   loss_terms: tuple[str, ...]
 
 
-def _model_overrides(cfg: LMRunConfig) -> dict:
+_LLAMA_FIELD_NAMES = {"n_layer": "num_hidden_layers", "n_embd": "hidden_size", "n_head": "num_attention_heads",
+                      "n_positions": "max_position_embeddings"}
+
+
+def _model_overrides(cfg: LMRunConfig, model_type: str = "gpt2") -> dict:
   names = ("n_layer", "n_embd", "n_head", "n_positions")
-  return {n: getattr(cfg, n) for n in names if getattr(cfg, n) is not None}
+  rename = _LLAMA_FIELD_NAMES if model_type == "llama" else {}
+  return {rename.get(n, n): getattr(cfg, n) for n in names if getattr(cfg, n) is not None}
+
+
+def parse_extra_eval(entries: Sequence[str]) -> list[tuple[str, str]]:
+  """["wikitext2=/data/wikitext-2"] -> [("wikitext2", "/data/wikitext-2")], checking the valid/test files."""
+  out = []
+  for entry in entries:
+    dataset, sep, data_dir = entry.partition("=")
+    if not sep or not data_dir:
+      raise ValueError(f"--extra_eval entry {entry!r} must be dataset=data_dir (e.g. wikitext2=/data/wikitext-2)")
+    lm_data.check_sources(dataset, data_dir, splits=("valid", "test"))
+    out.append((dataset, data_dir))
+  return out
 
 
 def validate(cfg: LMRunConfig) -> Plan:
@@ -313,11 +360,11 @@ def validate(cfg: LMRunConfig) -> Plan:
   if cfg.quantized and cfg.teacher is None and cfg.kd_losses not in (None, ("gt",)):
     raise ValueError(f"--bits={cfg.bits} with KD loss terms needs --teacher=<workdir of the FP teacher>")
   lm_data.check_sources(cfg.dataset, cfg.data_dir)
+  parse_extra_eval(cfg.extra_eval)
   tokenizer = tokenizers.load_tokenizer(cfg.tokenizer)
   vocab = len(tokenizer)
 
   quant_policy = cfg.make_policy()
-  drop = {"resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout}
   dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
   teacher_meta = None
   if cfg.teacher is not None:
@@ -332,22 +379,31 @@ def validate(cfg: LMRunConfig) -> Plan:
     if teacher_meta.get("tokenizer_vocab_size") not in (None, vocab) or stored["vocab_size"] < vocab:
       raise ValueError(f"--tokenizer={cfg.tokenizer!r} has {vocab} tokens but the teacher {cfg.teacher!r} was "
                        f"trained with {teacher_meta.get('tokenizer_vocab_size')} (vocab_size {stored['vocab_size']})")
-    _, config = build_model(stored, quant_policy, dtype, **drop)
+    _, config = build_model(stored, quant_policy, dtype)
     where = f"the teacher's n_positions ({cfg.teacher})"
   elif cfg.pretrained:
     if cfg.post_ln:
       raise ValueError("--post_ln needs a preset --model (random init): released GPT-2 checkpoints are Pre-LN")
-    config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype, **drop)
+    config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype)
+    model_type_of(config)   # a language model
     if config.vocab_size != vocab:
       raise ValueError(f"--tokenizer={cfg.tokenizer!r} has {vocab} tokens but the checkpoint --model={cfg.model!r} "
                        f"has vocab_size {config.vocab_size}")
     where = f"n_positions of --model={cfg.model}"
   else:
-    config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype, post_ln=cfg.post_ln,
-                                 vocab_size=vocab, **_model_overrides(cfg), **drop)
-    if not hasattr(config, "n_positions"):
-      raise ValueError(f"--model={cfg.model!r} is not a GPT-2 preset")
+    base = registry.get_config(cfg.model)
+    if not hasattr(base, "n_positions"):
+      raise ValueError(f"--model={cfg.model!r} is not a GPT-2 or Llama preset")
+    if isinstance(base, llama.LlamaConfig):
+      if cfg.post_ln:
+        raise ValueError(f"--post_ln is for GPT-2; --model={cfg.model!r} is a Llama (Pre-RMSNorm) preset")
+      config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype, vocab_size=vocab,
+                                   **_model_overrides(cfg, "llama"))
+    else:
+      config = registry.get_config(cfg.model, policy=quant_policy, dtype=dtype, post_ln=cfg.post_ln,
+                                   vocab_size=vocab, **_model_overrides(cfg))
     where = f"n_positions of --model={cfg.model}"
+  config = with_dropout(config, cfg.dropout)
   if cfg.block_size > config.n_positions:
     raise ValueError(f"--block_size={cfg.block_size} is larger than the {where}: {config.n_positions}")
 
@@ -405,7 +461,7 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
   evaluates valid + test; returns results.json."""
   t0 = time.time()
   cfg, plan = prepared or prepare(cfg, overwrite=overwrite)
-  model = gpt2.GPT2LMHeadModel(plan.config)
+  model = lm_model(plan.config)
   teacher_model = teacher_params = None
   if cfg.teacher is not None:
     teacher_model, _ = build_model(plan.teacher_meta["model_config"], None, plan.config.dtype)
@@ -425,7 +481,8 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
                            log_every_steps=min(cfg.log_every_steps, steps))
   tcfg.validate()
   model_config = model_config_to_dict(plan.config)
-  print(f"model: {model_config['n_layer']} layers x {model_config['n_embd']} (heads {model_config['n_head']}), "
+  print(f"model: {model_config['model_type']} {plan.config.n_layer} layers x {plan.config.n_embd} "
+        f"(heads {plan.config.n_head}), "
         f"{'Post' if plan.config.post_ln else 'Pre'}-LN, policy {plan.policy.name}; {corpus.num_tokens()} tokens; "
         f"{len(train_blocks)} train blocks of {cfg.block_size}; {steps} steps "
         f"({steps / source.steps_per_epoch:.1f} epochs); loss {'+'.join(plan.loss_terms)}", flush=True)
@@ -450,6 +507,9 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
     summary = {"step": stopped_at, "interrupted": True}
   if summary.get("interrupted") and stopped_at is None:
     return summary  # --max_steps_this_run: resume later
+  if stopped_at is not None and not os.path.isdir(os.path.join(cfg.workdir, "checkpoints", "best")):
+    raise RuntimeError(f"--time_budget_s={cfg.time_budget_s} ran out at step {stopped_at}, before the first "
+                       f"validation (--eval_every_steps={cfg.eval_every_steps}): no checkpoint to evaluate")
 
   # Eval-reload: the best checkpoint, float32 compute, valid + test with per-position sums.
   eval_model, best_params, best_meta = restore_run(cfg.workdir)
@@ -468,10 +528,21 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
       "valid": _evaluate_positions(eval_model, best_params, valid, cfg.eval_batch_size),
       "test": _evaluate_positions(eval_model, best_params, test, cfg.eval_batch_size),
   }
+  for dataset, data_dir in parse_extra_eval(cfg.extra_eval):   # e.g. WikiText-2 valid/test with the same tokenizer
+    extra = lm_data.load_corpus(dataset, plan.tokenizer, data_dir=data_dir, splits=("valid", "test"),
+                                cache_dir=cfg.cache_dir)
+    results.setdefault("extra_eval", {})[dataset] = {
+        s: _evaluate_positions(eval_model, best_params, lm_data.eval_split(extra.ids[s], cfg.block_size,
+                                                                           cfg.eval_stride), cfg.eval_batch_size)
+        for s in ("valid", "test")}
   teacher_results = _read_results(cfg.teacher) if cfg.teacher else None
   if teacher_results:
     results["teacher_perplexity"] = {s: teacher_results[s]["perplexity"] for s in ("valid", "test")}
     results["gap"] = {s: results[s]["perplexity"] - teacher_results[s]["perplexity"] for s in ("valid", "test")}
+    for dataset, splits in results.get("extra_eval", {}).items():
+      if dataset in teacher_results.get("extra_eval", {}):
+        for s, r in splits.items():
+          r["gap"] = r["perplexity"] - teacher_results["extra_eval"][dataset][s]["perplexity"]
   results["wall_time_s"] = time.time() - t0
   rundir.write_json_atomic(os.path.join(cfg.workdir, "results.json"), results)
   gap = "" if "gap" not in results else f" (gap valid {results['gap']['valid']:+.2f}, test {results['gap']['test']:+.2f})"

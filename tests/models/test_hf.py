@@ -135,8 +135,8 @@ def test_registry_configs_and_errors(tiny_cls_dir, tmp_path):
   with pytest.raises(ValueError, match="no-such-preset"):
     get_config("no-such-preset")
   (tmp_path / "odd").mkdir()
-  (tmp_path / "odd" / "config.json").write_text(json.dumps({"model_type": "llama"}))
-  with pytest.raises(ValueError, match="'llama' is not supported"):
+  (tmp_path / "odd" / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+  with pytest.raises(ValueError, match="'mamba' is not supported"):
     get_config(tmp_path / "odd")
   with pytest.raises(ValueError, match="task 'lm'"):
     load_pretrained(path, task="lm")
