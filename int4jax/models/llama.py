@@ -304,4 +304,5 @@ def _load_params(config, task, hf_config, tensors, rng, source):
 FAMILY = Family(
     name="llama", presets=PRESETS, config_from_hf=config_from_hf,
     build=lambda config, task: LlamaForCausalLM(config), load_params=_load_params, tasks=("lm",),
-    default_task=lambda hf_config: "lm")
+    default_task=lambda hf_config: "lm", config_to_hf=lambda config, task: config_to_hf(config),
+    export_mapping=lambda config, task: hf_mapping(config))
