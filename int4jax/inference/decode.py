@@ -122,9 +122,15 @@ def _buffer(prompt: jax.Array, rows: int, config: DecodeConfig) -> jax.Array:
   return seq.at[:, :prompt.shape[1]].set(jnp.repeat(prompt.astype(jnp.int32), rows // prompt.shape[0], axis=0))
 
 
-def _map_batch(fn, cache):
-  """Applies `fn` to every cache array with a batch axis (scalars such as the cache index are shared)."""
-  return jax.tree.map(lambda x: fn(x) if jnp.ndim(x) >= 1 else x, cache)
+def _map_batch(fn, cache, *, skip_cross: bool = False):
+  """Applies `fn` to every cache array with a batch axis (scalars such as the cache index are shared).
+  skip_cross leaves the cross-attention K/V alone: every beam of a row has the same source, so reordering beams
+  within a row cannot change them (and they are the cache's largest arrays)."""
+  def one(path, x):
+    if jnp.ndim(x) < 1 or (skip_cross and "cached_cross" in jax.tree_util.keystr(path)):
+      return x
+    return fn(x)
+  return jax.tree_util.tree_map_with_path(one, cache)
 
 
 def greedy_or_sample(step: StepFn, start: Prefilled, config: DecodeConfig, rng: jax.Array | None = None) -> Generated:
@@ -226,7 +232,7 @@ def beam_search(step: StepFn, start: Prefilled, config: DecodeConfig) -> Generat
 
     # Reorder the cache to the surviving beams, feed their new tokens.
     flat_parent = (parent + jnp.arange(batch)[:, None] * beams).reshape(-1)
-    cache = _map_batch(lambda x: jnp.take(x, flat_parent, axis=0), s["cache"])
+    cache = _map_batch(lambda x: jnp.take(x, flat_parent, axis=0), s["cache"], skip_cross=True)
     new_tokens = lax.dynamic_slice_in_dim(running, cur_len, 1, axis=2).reshape(batch * beams, 1)
     logits, cache = step(new_tokens, cache)
 

@@ -48,7 +48,11 @@ from int4jax.quant import policy as policy_lib
 
 BITS = ("fp32", "w4a16", "w4a8", "w4a4", "w8a8", "w8a16")
 LOSS_TERMS = ("gt", "logit", "att", "rep")
-PAPER_LOSS_TERMS = ("logit", "att", "rep")        # DQ-BART / the paper: distillation only
+PAPER_LOSS_TERMS = ("gt", "logit", "att", "rep")  # Table C.1, BART: ClsLoss + Logit + Att* + Rep
+# DQ-BART's layer-reduction init for 6-layer teachers (paper_spec.md §2.5): student depth -> teacher layers.
+DQ_BART_LAYER_MAPS = {1: (5,), 2: (0, 5), 3: (0, 2, 5), 4: (0, 2, 3, 5), 5: (0, 1, 3, 4, 5)}
+# Generation defaults per dataset (DQ-BART, paper_spec.md §2.5): beams, length_penalty, max_len, min_len.
+GENERATION_DEFAULTS = {"xsum": (6, 1.0, 62, 11), "cnn_dailymail": (4, 2.0, 142, 56)}
 OBJECTIVES = ("summarize", "denoise")
 _ARCH_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
                 "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
@@ -72,30 +76,31 @@ class SummarizationRunConfig:
   target_max_len: int | None = None
   bits: str = "fp32"
   symmetric: bool = True
-  weight_clip: tuple[float, float] | None = None
+  weight_clip: tuple[float, float] | None = (-1.0, 1.0)   # Table C.1 BART-base clip
   act_clip: tuple[float, float] | None = None
   teacher: str | None = None
   loss_terms: tuple[str, ...] | None = None
   encoder_layer_map: tuple[int, ...] | None = None
   decoder_layer_map: tuple[int, ...] | None = None
   dropout: float = 0.1
-  learning_rate: float = 5e-5
-  batch_size: int = 32
+  learning_rate: float = 5e-5               # Table C.1 BART-base: LR 5e-5, batch 16, 20 epochs; DQ-BART: no decay
+  batch_size: int = 16
   num_train_steps: int | None = None
-  num_epochs: float = 10.0
+  num_epochs: float = 20.0
   warmup_steps: int | None = None
-  weight_decay: float = 0.01
+  weight_decay: float = 0.0
   grad_clip_norm: float = 1.0
   eval_every_steps: int = 500
+  checkpoint_every_steps: int | None = None  # latest/ every N steps (None: at every evaluation)
   log_every_steps: int = 50
   eval_batch_size: int = 32
   compute_dtype: str = "float32"
   seed: int = 42
-  num_beams: int = 4
-  length_penalty: float = 1.0
+  num_beams: int | None = None              # None: GENERATION_DEFAULTS of the dataset (also the next three)
+  length_penalty: float | None = None
+  min_length: int | None = None
+  max_gen_length: int | None = None
   no_repeat_ngram_size: int = 3
-  min_length: int = 0
-  max_gen_length: int | None = None         # None: the target length
   eval_examples: int | None = None          # beam-decode only the first N held-out examples
   time_budget_s: float | None = None
   max_steps_this_run: int | None = None
@@ -265,8 +270,13 @@ def restore_run(workdir: str, *, policy="stored", dtype=jnp.float32, which: str 
 
 
 def _parse_map(layer_map, n_student, n_teacher, what):
+  """The given map, checked; else DQ-BART's for 6-layer teachers, evenly spaced layers otherwise."""
   if layer_map is None:
-    return None if n_student == n_teacher else distill.default_layer_map(n_teacher, n_student)
+    if n_student == n_teacher:
+      return None
+    if n_teacher == 6 and n_student in DQ_BART_LAYER_MAPS:
+      return DQ_BART_LAYER_MAPS[n_student]
+    return distill.default_layer_map(n_teacher, n_student)
   return distill.check_layer_map(layer_map, n_student, n_teacher, what)
 
 
@@ -276,7 +286,7 @@ def validate(cfg: SummarizationRunConfig) -> Plan:
     raise ValueError(f"--objective={cfg.objective!r} is not one of {OBJECTIVES}")
   if cfg.bits not in BITS:
     raise ValueError(f"--bits={cfg.bits!r} is not one of {BITS}")
-  if cfg.num_beams < 1:
+  if cfg.num_beams is not None and cfg.num_beams < 1:
     raise ValueError(f"--num_beams={cfg.num_beams} must be >= 1")
   if not 0.0 <= cfg.dropout < 1.0:
     raise ValueError(f"--dropout={cfg.dropout} must be in [0, 1)")
@@ -347,9 +357,13 @@ def validate(cfg: SummarizationRunConfig) -> Plan:
   terms = cfg.loss_terms or (PAPER_LOSS_TERMS if cfg.teacher else ("gt",))
   if cfg.teacher is None and set(terms) != {"gt"}:
     raise ValueError(f"--loss_terms={','.join(terms)} need --teacher")
-  max_gen = cfg.max_gen_length or tgt_len
+  beams, penalty, max_gen, min_len = GENERATION_DEFAULTS[cfg.dataset]
+  beams = beams if cfg.num_beams is None else cfg.num_beams
+  penalty = penalty if cfg.length_penalty is None else cfg.length_penalty
+  max_gen = max_gen if cfg.max_gen_length is None else cfg.max_gen_length
+  min_len = min_len if cfg.min_length is None else cfg.min_length
   decode_config = decode.DecodeConfig(
-      max_length=max_gen, min_length=cfg.min_length, num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
+      max_length=max_gen, min_length=min_len, num_beams=beams, length_penalty=penalty,
       early_stopping=True, no_repeat_ngram_size=cfg.no_repeat_ngram_size, eos_token_id=special["eos"],
       pad_token_id=special["pad"], forced_bos_token_id=special["bos"], forced_eos_token_id=special["eos"])
   if max_gen > config.max_position_embeddings:
@@ -480,7 +494,8 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
                            warmup_steps=min(warmup, steps), weight_decay=cfg.weight_decay,
                            grad_clip_norm=cfg.grad_clip_norm, eval_every_steps=min(cfg.eval_every_steps, steps),
                            seed=cfg.seed, compute_dtype=cfg.compute_dtype,
-                           log_every_steps=min(cfg.log_every_steps, steps))
+                           log_every_steps=min(cfg.log_every_steps, steps),
+                           checkpoint_every_steps=cfg.checkpoint_every_steps)
   tcfg.validate()
   model_config = model_config_to_dict(plan.config)
   print(f"model: {plan.config.encoder_layers}+{plan.config.decoder_layers} layers x {plan.config.d_model}, policy "
