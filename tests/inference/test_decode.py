@@ -81,27 +81,28 @@ def _ours_padded(out: decode.Generated, width: int, pad: int) -> np.ndarray:
 SETTINGS = [
     dict(num_beams=4, max_length=14),
     dict(num_beams=3, max_length=12, length_penalty=2.0, no_repeat_ngram_size=2, min_length=5, early_stopping=True),
-    dict(num_beams=2, max_length=10, length_penalty=0.5, early_stopping="never", forced_bos_token_id=BOS,
-         forced_eos_token_id=EOS),
-    dict(num_beams=5, max_length=16, length_penalty=-1.0, no_repeat_ngram_size=3),
+    dict(num_beams=2, max_length=10, length_penalty=0.5, early_stopping="never", no_repeat_ngram_size=3,
+         forced_bos_token_id=BOS, forced_eos_token_id=EOS),
     dict(num_beams=1, max_length=12, no_repeat_ngram_size=2, min_length=4),
 ]
+_ID = lambda s: "-".join(f"{k}={v}" for k, v in s.items())
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("setting", SETTINGS, ids=_ID)
 def test_bart_matches_transformers_generate(tiny_bart, setting):
   torch_model, model, params = tiny_bart
   config = decode.DecodeConfig(eos_token_id=EOS, pad_token_id=PAD, **setting)
   src, mask = _source()
   expected = _hf_generate(torch_model, config, input_ids=src, attention_mask=mask)
   out = jax.jit(lambda p, s, m: decode.generate_bart(model, p, s, m, config))(params, src, mask)
-  got = _ours_padded(out, expected.shape[1], PAD)
-  np.testing.assert_array_equal(got, expected, err_msg=f"setting {setting}")
-  assert max(len(r) for r in decode.trim(out)) == expected.shape[1]
+  lengths = [len(r) for r in decode.trim(out)]
+  np.testing.assert_array_equal(_ours_padded(out, expected.shape[1], PAD), expected, err_msg=f"setting {setting}")
+  assert max(lengths) == expected.shape[1]
+  if setting is SETTINGS[0]:   # EOS before max_length in some row, so the finished-set logic is exercised
+    assert min(lengths) < setting["max_length"]
 
 
-@pytest.mark.parametrize("setting", [SETTINGS[0], SETTINGS[1], SETTINGS[4]],
-                         ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("setting", [SETTINGS[1], SETTINGS[3]], ids=_ID)
 def test_gpt2_matches_transformers_generate(tiny_gpt2, setting):
   torch_model, model, params = tiny_gpt2
   setting = dict(setting, max_length=setting["max_length"] + 4)
@@ -110,15 +111,6 @@ def test_gpt2_matches_transformers_generate(tiny_gpt2, setting):
   expected = _hf_generate(torch_model, config, input_ids=prompt, attention_mask=np.ones_like(prompt))
   out = jax.jit(lambda p, ids: decode.generate_gpt2(model, p, ids, config))(params, prompt)
   np.testing.assert_array_equal(_ours_padded(out, expected.shape[1], EOS), expected, err_msg=f"setting {setting}")
-
-
-def test_some_beams_end_early(tiny_bart):
-  """The parity settings exercise EOS before max_length (else the finished-set logic would go untested)."""
-  _, model, params = tiny_bart
-  src, mask = _source()
-  out = decode.generate_bart(model, params, src, mask, decode.DecodeConfig(num_beams=4, max_length=14,
-                                                                            eos_token_id=EOS, pad_token_id=PAD))
-  assert min(len(r) for r in decode.trim(out)) < 14
 
 
 def test_no_repeat_ngram_bans_completions():
@@ -134,13 +126,12 @@ def test_no_repeat_ngram_bans_completions():
 def test_sampling_is_seeded_and_respects_top_k(tiny_gpt2):
   _, model, params = tiny_gpt2
   prompt = np.full((4, 3), 7, np.int32)
-  cfg = decode.DecodeConfig(max_length=10, do_sample=True, temperature=0.7, top_k=1, pad_token_id=EOS)
+  sample = lambda cfg: jax.jit(lambda p, ids, key: decode.generate_gpt2(model, p, ids, cfg, key))
   greedy = decode.generate_gpt2(model, params, prompt, decode.DecodeConfig(max_length=10, pad_token_id=EOS))
-  sampled = decode.generate_gpt2(model, params, prompt, cfg, rng=jax.random.PRNGKey(3))
-  np.testing.assert_array_equal(sampled.sequences, greedy.sequences)    # top_k=1 is argmax
-  cfg = decode.DecodeConfig(max_length=10, do_sample=True, temperature=5.0, pad_token_id=EOS)
-  a = decode.generate_gpt2(model, params, prompt, cfg, rng=jax.random.PRNGKey(3))
-  b = decode.generate_gpt2(model, params, prompt, cfg, rng=jax.random.PRNGKey(3))
+  top1 = sample(decode.DecodeConfig(max_length=10, do_sample=True, temperature=0.7, top_k=1, pad_token_id=EOS))
+  np.testing.assert_array_equal(top1(params, prompt, jax.random.PRNGKey(3)).sequences, greedy.sequences)
+  hot = sample(decode.DecodeConfig(max_length=10, do_sample=True, temperature=5.0, pad_token_id=EOS))
+  a, b = hot(params, prompt, jax.random.PRNGKey(3)), hot(params, prompt, jax.random.PRNGKey(3))
   np.testing.assert_array_equal(a.sequences, b.sequences)
   assert len({tuple(r) for r in np.asarray(a.sequences)}) > 1          # hot samples differ across rows
 
