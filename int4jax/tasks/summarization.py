@@ -7,7 +7,7 @@ this was written; the field names follow experiments.lm's flags so they can move
 Loss terms (paper_spec.md §2.3 for encoder-decoders, all weights 1; DQ-BART's recipe):
   gt     token cross-entropy on the summary (labels != -100);
   logit  per-token soft cross-entropy against the teacher's distribution, summed over the vocabulary and averaged
-         over summary tokens (as lm_task: distill.soft_cross_entropy's mean over 50k classes would vanish);
+         over summary tokens (as tasks/lm.py: distill.soft_cross_entropy's mean over 50k classes would vanish);
   att    Att* (pre-softmax scores) MSE on encoder self-attention (source x source pairs), decoder self-attention
          (causal summary pairs) and cross-attention (summary x source pairs);
   rep    hidden-state MSE on both stacks (embedding output first), padding excluded.
@@ -15,7 +15,7 @@ A shallower student (layer reduction) learns from the teacher layers its layer m
 i <- teacher layer map[i]) and is initialised from those teacher layers (`reduce_layers`).
 
 Runs store checkpoints/{latest,best} (train.py) with metadata (model config, tokenizer, maps) and results.json:
-held-out loss/perplexity, per-position NLL sums (key "valid", the layout lm_analysis.positional_perplexity reads),
+held-out loss/perplexity, per-position NLL sums (key "valid", the layout analysis/lm_failure.positional_perplexity reads),
 the beam-search summaries, and ROUGE when `rouge-score` is installed (otherwise `collect_summarization.py` scores
 the stored predictions later; the GPU machine has no rouge-score).
 """
@@ -33,10 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax import checkpoint
-from int4jax import distill
 from int4jax import tokenizers
-from int4jax import train
 from int4jax.data import ArrayBatchSource, eval_batches
 from int4jax.data import denoising
 from int4jax.data import summarization as sum_data
@@ -45,6 +42,9 @@ from int4jax.models import bart
 from int4jax.models import registry
 from int4jax.models.outputs import Taps
 from int4jax.quant import policy as policy_lib
+from int4jax.train import checkpoint
+from int4jax.train import distill
+from int4jax.train import loop as train
 
 BITS = ("fp32", "w4a16", "w4a8", "w4a4", "w8a8", "w8a16")
 LOSS_TERMS = ("gt", "logit", "att", "rep")

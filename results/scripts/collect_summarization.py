@@ -14,7 +14,7 @@ import sys
 import tarfile
 import tempfile
 
-from int4jax import lm_analysis
+from int4jax.analysis import lm_failure as lm_analysis
 from int4jax import summarization_metrics
 
 ORDER = ("fp32", "w4a4_sym", "w4a4_asym", "w4a4_6+3", "w4a4_6+1")

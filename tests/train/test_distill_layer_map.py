@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from int4jax import distill
+from int4jax.train import distill
 
 
 def test_layer_map_selects_teacher_layers():
