@@ -521,7 +521,7 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
   except _BudgetSpent as e:
     stopped_at = int(e.args[0])
     print(f"--time_budget_s={cfg.time_budget_s} reached at step {stopped_at} of {steps}", flush=True)
-    summary = {"step": stopped_at}
+    summary = {"step": stopped_at, "wall_time_s": time.time() - t0}
     if checkpoint.latest_step(os.path.join(cfg.workdir, "checkpoints", checkpoint.BEST)) is None:
       raise RuntimeError(f"the time budget ran out before the first evaluation (step {stopped_at}); lower "
                          "--eval_every_steps") from e
