@@ -14,7 +14,7 @@ Loss terms (paper_spec.md §2.3 for encoder-decoders, all weights 1; DQ-BART's r
 A shallower student (layer reduction) learns from the teacher layers its layer maps name (distill.py: student layer
 i <- teacher layer map[i]) and is initialised from those teacher layers (`reduce_layers`).
 
-Runs store checkpoints/{latest,best} (train.py) with metadata (model config, tokenizer, maps) and results.json:
+Runs store checkpoints/{latest,best} (train/loop.py, train/rundir.py) with metadata (model config, tokenizer, maps) and results.json:
 held-out loss/perplexity, per-position NLL sums (key "valid", the layout analysis/lm_failure.positional_perplexity reads),
 the beam-search summaries, and ROUGE when `rouge-score` is installed (otherwise `collect_summarization.py` scores
 the stored predictions later; the GPU machine has no rouge-score).
@@ -45,6 +45,7 @@ from int4jax.quant import policy as policy_lib
 from int4jax.train import checkpoint
 from int4jax.train import distill
 from int4jax.train import loop as train
+from int4jax.train import rundir
 
 BITS = ("fp32", "w4a16", "w4a8", "w4a4", "w8a8", "w8a16")
 LOSS_TERMS = ("gt", "logit", "att", "rep")
@@ -54,6 +55,8 @@ DQ_BART_LAYER_MAPS = {1: (5,), 2: (0, 5), 3: (0, 2, 5), 4: (0, 2, 3, 5), 5: (0, 
 # Generation defaults per dataset (DQ-BART, paper_spec.md §2.5): beams, length_penalty, max_len, min_len.
 GENERATION_DEFAULTS = {"xsum": (6, 1.0, 62, 11), "cnn_dailymail": (4, 2.0, 142, 56)}
 OBJECTIVES = ("summarize", "denoise")
+# Config keys that may change between the runs that resume one run directory (train/rundir.py).
+RUNTIME_KEYS = ("workdir", "time_budget_s", "max_steps_this_run", "eval_examples")
 _ARCH_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
                 "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
 
@@ -511,7 +514,8 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
           "encoder_layer_map": plan.encoder_layer_map, "decoder_layer_map": plan.decoder_layer_map}
   cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
   run_info = {"config": {"summarize": cfg_dict, "model_config": model_config, "loss_terms": list(plan.loss_terms)},
-              "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv)}
+              "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv),
+              "runtime_keys": RUNTIME_KEYS}
   train_src = source if cfg.time_budget_s is None else _Deadline(source, t0 + cfg.time_budget_s)
   stopped_at = None
   try:
@@ -544,7 +548,7 @@ def evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, arg
       "stopped_by_time_budget": stopped_at is not None, "batch_size": cfg.batch_size,
       "learning_rate": cfg.learning_rate, "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
       "train_wall_time_s": summary.get("wall_time_s"), "device_kind": jax.devices()[0].device_kind,
-      "command": " ".join(argv or sys.argv), "git_commit": train.git_commit(),
+      "command": " ".join(argv or sys.argv), "git_commit": rundir.git_commit(),
       "valid": positional_nll(task, params, heldout, cfg.eval_batch_size),
   }
   if cfg.objective == "summarize":
