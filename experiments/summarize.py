@@ -94,7 +94,8 @@ def _arch(values):
   for item in values:
     name, _, value = item.partition("=")
     if name not in task_lib._ARCH_FIELDS or not value.strip().isdigit():  # pylint: disable=protected-access
-      raise ValueError(f"--arch item {item!r} must be name=int with name in {task_lib._ARCH_FIELDS}")  # pylint: disable=protected-access
+      raise ValueError(f"--arch item {item!r} must be name=int with name in "
+                       f"{task_lib._ARCH_FIELDS}")  # pylint: disable=protected-access
     out.append((name, int(value)))
   return tuple(out)
 

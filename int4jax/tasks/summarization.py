@@ -14,8 +14,9 @@ Loss terms (paper_spec.md §2.3 for encoder-decoders, all weights 1; DQ-BART's r
 A shallower student (layer reduction) learns from the teacher layers its layer maps name (distill.py: student layer
 i <- teacher layer map[i]) and is initialised from those teacher layers (`reduce_layers`).
 
-Runs store checkpoints/{latest,best} (train/loop.py, train/rundir.py) with metadata (model config, tokenizer, maps) and results.json:
-held-out loss/perplexity, per-position NLL sums (key "valid", the layout analysis/lm_failure.positional_perplexity reads),
+Runs store checkpoints/{latest,best} (train/loop.py, train/rundir.py) with metadata (model config, tokenizer, maps)
+and results.json: held-out loss/perplexity, per-position NLL sums (key "valid", the layout that
+analysis/lm_failure.positional_perplexity reads),
 the beam-search summaries, and ROUGE when `rouge-score` is installed (otherwise `collect_summarization.py` scores
 the stored predictions later; the GPU machine has no rouge-score).
 """
