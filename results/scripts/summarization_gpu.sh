@@ -26,17 +26,17 @@ if [ "${SMOKE:-0}" = 1 ]; then
   B_PRE=100000; B_FT=100000; B_ST=100000; DT=float32   # no time budget: the CPU is slow and shared
 else
   ARCH=d_model=384,encoder_layers=6,decoder_layers=6,encoder_attention_heads=6,decoder_attention_heads=6,encoder_ffn_dim=1536,decoder_ffn_dim=1536,max_position_embeddings=512
-  PRE="--batch_size=64 --num_train_steps=6000 --eval_every_steps=500 --checkpoint_every_steps=100000 --learning_rate=5e-4 --warmup_steps=300 --source_max_len=128 --target_max_len=128 --eval_batch_size=64"
-  FT="--batch_size=32 --num_train_steps=420 --eval_every_steps=60 --checkpoint_every_steps=100000 --learning_rate=1e-4 --warmup_steps=20"
-  ST="--batch_size=32 --num_train_steps=560 --eval_every_steps=80 --checkpoint_every_steps=100000 --learning_rate=1e-4 --warmup_steps=20"
+  PRE="--batch_size=64 --num_train_steps=6000 --eval_every_steps=250 --checkpoint_every_steps=100000 --learning_rate=5e-4 --warmup_steps=300 --source_max_len=128 --target_max_len=128 --eval_batch_size=64"
+  FT="--batch_size=32 --num_train_steps=420 --eval_every_steps=42 --checkpoint_every_steps=100000 --learning_rate=1e-4 --warmup_steps=20"
+  ST="--batch_size=32 --num_train_steps=560 --eval_every_steps=70 --checkpoint_every_steps=100000 --learning_rate=1e-4 --warmup_steps=20"
   LEN="--source_max_len=512 --target_max_len=64 --eval_batch_size=50"   # XSum decoding: DQ-BART defaults (6 beams, max 62, min 11)
-  B_PRE=${PRETRAIN_S:-100}; B_FT=${FINETUNE_S:-55}; B_ST=${STUDENT_S:-130}; DT=bfloat16
+  B_PRE=${PRETRAIN_S:-100}; B_FT=${FINETUNE_S:-65}; B_ST=${STUDENT_S:-130}; DT=bfloat16
 fi
 TOK="--tokenizer=$DATA/tokenizers/gpt2 --dataset=xsum --data_dir=$XSUM --heldout_fraction=0.1 --split_seed=0"
 COMMON="$TOK --compute_dtype=$DT --log_every_steps=50"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   $PY -c "import jax, flax, optax; print(jax.__version__, flax.__version__, optax.__version__, jax.devices())"
-  git rev-parse HEAD 2>/dev/null; } > $R/gpu.txt 2>&1
+  echo "commit ${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}"; } > $R/gpu.txt 2>&1
 T0=$(date +%s)
 stamp() { echo "$1 rc=$2 wall=$(( $(date +%s) - $3 ))s" >> $R/gpu.txt; }
 
@@ -44,7 +44,10 @@ $PY -m experiments.summarize --objective=denoise --model=bart_base --arch=$ARCH 
     --dropout=0.1 --time_budget_s=$B_PRE --workdir=$R/denoise > $R/denoise.log 2>&1
 stamp denoise $? $T0
 T1=$(date +%s)
-$PY -m experiments.summarize --init=$R/denoise $COMMON $LEN $FT --dropout=0.1 --time_budget_s=$B_FT \
+# Fine-tune the denoiser (or, should pretraining have failed, a random init of the same shape: the log says which).
+INIT="--init=$R/denoise"; [ -f $R/denoise/results.json ] || INIT="--model=bart_base --arch=$ARCH"
+echo "fine-tune from: $INIT" >> $R/gpu.txt
+$PY -m experiments.summarize $INIT $COMMON $LEN $FT --dropout=0.1 --time_budget_s=$B_FT \
     --workdir=$R/fp32 > $R/fp32.log 2>&1 &
 FP=$!
 # Students start once the teacher has finished training (its evaluation runs beside them).
