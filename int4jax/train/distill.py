@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 LOSS_TERMS = ("logit", "att", "rep", "gt")
 PAPER_BERT_LOSS_TERMS = ("logit", "att", "rep")
@@ -44,9 +45,11 @@ def _masked_mse(a, b, mask):
 
 
 def attention_score_mse(student_scores: Sequence[jax.Array], teacher_scores: Sequence[jax.Array],
-                        attention_mask=None):
+                        attention_mask=None, layer_map: Sequence[int] | None = None):
   """Att*: sum over layers of MSE on [batch, heads, q, k] pre-softmax scores; attention_mask [batch, seq]
-  (1 = token) excludes pairs whose query or key is padding."""
+  (1 = token) excludes pairs whose query or key is padding; layer_map pairs a shallower student's layers with
+  teacher layers (see the end of this module)."""
+  teacher_scores = map_layers(teacher_scores, layer_map)
   if len(student_scores) != len(teacher_scores):
     raise ValueError(f"{len(student_scores)} student vs {len(teacher_scores)} teacher attention layers")
   if attention_mask is None:
@@ -57,8 +60,10 @@ def attention_score_mse(student_scores: Sequence[jax.Array], teacher_scores: Seq
 
 
 def hidden_state_mse(student_hidden: Sequence[jax.Array], teacher_hidden: Sequence[jax.Array],
-                     attention_mask=None):
-  """Rep: sum over [batch, seq, d] hidden states (incl. the embedding output) of MSE over real tokens."""
+                     attention_mask=None, layer_map: Sequence[int] | None = None):
+  """Rep: sum over [batch, seq, d] hidden states (incl. the embedding output) of MSE over real tokens; layer_map as
+  in attention_score_mse."""
+  teacher_hidden = map_hidden_states(teacher_hidden, layer_map)
   if len(student_hidden) != len(teacher_hidden):
     raise ValueError(f"{len(student_hidden)} student vs {len(teacher_hidden)} teacher hidden states")
   if attention_mask is None:
@@ -103,3 +108,54 @@ def kd_loss(student, teacher, labels, attention_mask, terms: Sequence[str], *, i
     else:
       raise ValueError(f"unknown KD loss term {term!r}; choose from {LOSS_TERMS}")
   return sum(parts.values()), parts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shallower students: a layer map says which teacher layer each student layer learns from (DQ-BART's layer
+# reduction). layer_map[i] = teacher layer (0-based) of student layer i. Hidden states carry the embedding output
+# first, so hidden state 0 pairs with teacher hidden state 0 and hidden state i + 1 with teacher layer_map[i] + 1.
+
+
+def check_layer_map(layer_map: Sequence[int], num_student_layers: int, num_teacher_layers: int,
+                    what: str = "layer map") -> tuple[int, ...]:
+  """The map as a tuple; ValueError when its length is not the student's depth or it names a missing layer."""
+  layer_map = tuple(int(i) for i in layer_map)
+  if len(layer_map) != num_student_layers:
+    raise ValueError(f"{what} {list(layer_map)} has {len(layer_map)} entries for a student of "
+                     f"{num_student_layers} layers")
+  bad = [i for i in layer_map if not 0 <= i < num_teacher_layers]
+  if bad:
+    raise ValueError(f"{what} {list(layer_map)} names teacher layer(s) {bad}, but the teacher has layers "
+                     f"0..{num_teacher_layers - 1}")
+  return layer_map
+
+
+def default_layer_map(num_teacher_layers: int, num_student_layers: int) -> tuple[int, ...]:
+  """Identity for equal depths; else evenly spaced teacher layers from the first to the last (one layer: the last)."""
+  if num_student_layers == num_teacher_layers:
+    return tuple(range(num_teacher_layers))
+  if num_student_layers == 1:
+    return (num_teacher_layers - 1,)
+  return tuple(int(round(x)) for x in np.linspace(0, num_teacher_layers - 1, num_student_layers))
+
+
+def map_layers(teacher_layers: Sequence, layer_map: Sequence[int] | None) -> list:
+  """Per-layer teacher tensors (attention) picked by the map (None: all, one-to-one)."""
+  return list(teacher_layers) if layer_map is None else [teacher_layers[i] for i in layer_map]
+
+
+def map_hidden_states(teacher_hidden: Sequence, layer_map: Sequence[int] | None) -> list:
+  """Teacher hidden states (embedding output first) matching a student's, by the layer map."""
+  if layer_map is None:
+    return list(teacher_hidden)
+  return [teacher_hidden[0]] + [teacher_hidden[i + 1] for i in layer_map]
+
+
+def pair_masked_score_mse(student_scores: Sequence[jax.Array], teacher_scores: Sequence[jax.Array],
+                          pair_mask: jax.Array, layer_map: Sequence[int] | None = None):
+  """Att* with an explicit (query, key) mask broadcastable to [batch, heads, q, k] (causal, cross-attention):
+  sum over student layers of the MSE against the mapped teacher layer over the pairs where the mask is 1."""
+  teacher_scores = map_layers(teacher_scores, layer_map)
+  if len(student_scores) != len(teacher_scores):
+    raise ValueError(f"{len(student_scores)} student vs {len(teacher_scores)} teacher attention layers")
+  return sum(_masked_mse(s, t, pair_mask) for s, t in zip(student_scores, teacher_scores))
