@@ -337,7 +337,7 @@ def test_format_presets(preset):
 
 
 def test_glue_config_rejects_asym_format_before_work():
-  from int4jax import glue_task  # pylint: disable=g-import-not-at-top
+  from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="quant_mode=asym"):
     glue_task.resolve_config("synthetic", "bert_tiny", "w4a4_nvfp4", quant_mode="asym", teacher="/nonexistent")
   cfg = glue_task.resolve_config("synthetic", "bert_tiny", "w1.58a8", teacher="/nonexistent")
@@ -366,7 +366,8 @@ def test_qat_kd_step_in_each_format(preset, tiny_bert_teacher):
   """One QAT+KD step (Logit + Att* + Rep) of a 1-layer tiny BERT student, initialised from its teacher, in each
   format: finite positive loss (the quantized forward differs from the teacher's), finite gradients, and a non-zero
   straight-through gradient on every quantized kernel."""
-  from int4jax import distill, glue_task  # pylint: disable=g-import-not-at-top
+  from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top
+  from int4jax.train import distill  # pylint: disable=g-import-not-at-top
   teacher, teacher_params, batch = tiny_bert_teacher
   task = glue_task.GlueTask("synthetic", _tiny_bert(preset), teacher, distill.PAPER_BERT_LOSS_TERMS,
                             is_regression=False)
