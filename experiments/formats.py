@@ -148,15 +148,15 @@ def train_all(students: list[format_zoo.Student], seeds: list[int]) -> dict[str,
   teachers = {format_zoo.run_name(t, format_zoo.TEACHER, None): t for t in FLAGS.tasks}
   status = run_pool({n: glue_command(t, format_zoo.TEACHER, seeds[0], os.path.join(root, n), None)
                      for n, t in teachers.items() if not finished(n)}, FLAGS.jobs, os.path.join(root, "logs"))
-  commands = {}
-  for name, task in teachers.items():
+  for name in teachers:
     if not finished(name):
       print(f"teacher {name} did not finish (see {root}/logs/{name}.log); skipping its students", flush=True)
-      continue
-    for st in students:
-      for seed in seeds:
+  commands = {}
+  for seed in seeds:  # seed-major, so that with --jobs below the total every format of the first seed runs first
+    for name, task in teachers.items():
+      for st in students:
         n = format_zoo.run_name(task, st, seed)
-        if not finished(n):
+        if finished(name) and not finished(n):
           commands[n] = glue_command(task, st, seed, os.path.join(root, n), os.path.join(root, name))
   status.update(run_pool(commands, FLAGS.jobs, os.path.join(root, "logs")))
   return status
