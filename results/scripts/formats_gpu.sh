@@ -25,7 +25,7 @@ SHA=${1:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 W=${WORK:-/tmp/formats_runs}
 if [ "${SMOKE:-0}" = 1 ]; then
   SIZE="--max_train_examples=64 --teacher_steps=6 --num_train_steps=6 --batch_size=16 --seeds=0 --jobs=2"
-  DEADLINE=${DEADLINE_S:-1500}
+  DEADLINE=${DEADLINE_S:-3600}
 else
   SIZE="--max_train_examples=8000 --teacher_steps=750 --num_train_steps=300 --batch_size=64 \
         --seeds=${SEEDS:-0,1} --jobs=${JOBS:-20}"
