@@ -94,7 +94,7 @@ def read_run(workdir: str) -> dict:
     name = metrics_lib.primary_metric(rec["task"]) if rec["task"] != "synthetic" else "accuracy"
     best = max(evals, key=lambda row: row[name])
     keep = lambda row: {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
-    rec.update(status="partial", reason=f"stopped after step {evals[-1]['step']}; last evaluation used",
+    rec.update(status="partial", reason=f"stopped after step {evals[-1]['step']}; evaluations so far used",
                metric_name=name, best=keep(best), final=keep(evals[-1]), best_step=best["step"],
                steps=evals[-1]["step"], wall_time_s=None, examples_per_s=None, epochs=None)
     return rec
@@ -119,8 +119,9 @@ def _stats(values: list[float]) -> dict:
 
 def summarize(records: Iterable[dict]) -> dict:
   """Per task and format: the primary metric of the best checkpoint and of the final step, over seeds; the gap of
-  each student's mean to its teacher; the winner per task. Missing runs are listed, never averaged in; partial runs
-  (stopped by a deadline) count with their last evaluation and are listed."""
+  each student's mean to its teacher; the winner per task. Missing runs are listed, never averaged in; partial
+  runs (stopped early: a deadline, a timeout or a kill) count with their evaluations so far (best and last) and
+  are listed."""
   records = list(records)
   ok = [r for r in records if r["status"] in ("ok", "partial")]
   tasks = list(dict.fromkeys(r["task"] for r in ok))  # in the order of the runs (the command's --tasks)
@@ -208,7 +209,7 @@ def render_markdown(summary: dict, meta: dict) -> str:
   if summary["missing"]:
     lines += [f"- Missing runs (not averaged in): {', '.join(summary['missing'])}"]
   if summary["partial"]:
-    lines += [f"- Partial runs (stopped by the deadline; their last evaluation is averaged in): "
+    lines += [f"- Partial runs (stopped before their last step; their best evaluation so far is averaged in): "
               f"{', '.join(summary['partial'])}"]
   lines += ["", "## What the published comparisons claim", "", PUBLISHED_CLAIMS.strip(), ""]
   lines += ["## Run", ""]
