@@ -159,7 +159,9 @@ def _verdict(entries: list[dict], metric: str) -> str:
     second = students[1]
     lead = top["best"]["mean"] - second["best"]["mean"]
     spreads = [s for s in (top["best"]["std"], second["best"]["std"]) if s is not None]
-    if not spreads:
+    if lead == 0:
+      text += f", tied with {second['label']}"
+    elif not spreads:
       text += f", {lead:.2f} ahead of {second['label']} (one seed: no spread to compare with)"
     elif lead > max(spreads):
       text += f", {lead:.2f} ahead of {second['label']}, more than the seed spread (sd <= {max(spreads):.2f})"
