@@ -5,7 +5,7 @@
 # CPU cores) + ~2 min of shared-GPU training, from the H100 run of results/glue_sst2_minilm.md (4 concurrent KD
 # students: ~74 steps/s of batch 64 in total). If the GPU is slower than that, the runs still going at the deadline
 # report their evaluations so far (every 100 steps) and are marked partial in the table. Re-running with the same
-# WORK resumes: finished runs are skipped, stopped ones continue from their run directories.
+# WORK resumes: finished runs are skipped, stopped ones run again in their run directories.
 # Setting: all-MiniLM-L6-v2 on SST-2 (first 8,000 training sentences, full 872-sentence dev, max length 64) and
 # MRPC (full 3,668 / 408, max length 128): one FP32 teacher per task (750 steps x 32, lr 5e-5), then INT4 sym,
 # INT4 asym, MXFP4, NVFP4 (all W4A4) and ternary W + INT8 A students, QAT+KD (Logit + Att* + Rep, clip [-5, 5]) from
