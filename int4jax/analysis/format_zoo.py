@@ -73,9 +73,10 @@ def read_run(workdir: str) -> dict:
   cfg_path, summary_path = os.path.join(workdir, "config.json"), os.path.join(workdir, "summary.json")
   if not os.path.isfile(cfg_path):
     return {**rec, "reason": "no config.json (the run did not start)"}
-  glue = _read_json(cfg_path)["glue"]
+  stored = _read_json(cfg_path)
+  glue = stored.get("run", stored.get("glue", {}))  # train.rundir's {"kind", "run"}; "glue" before the tasks layer
   rec.update({k: glue.get(k) for k in ("task", "model", "bits", "quant_mode", "seed", "num_train_steps",
-                                        "batch_size", "learning_rate", "max_train_examples", "loss_terms",
+                                        "batch_size", "learning_rate", "max_train_examples", "kd_losses",
                                         "max_seq_length")})
   cmd_path = os.path.join(workdir, "command.txt")
   if os.path.isfile(cmd_path):

@@ -19,8 +19,8 @@ def fake_run(root, task, student, seed, accs, finished=True):
   d.mkdir()
   cfg = {"task": task, "model": "m", "bits": student.bits, "quant_mode": student.quant_mode, "seed": seed,
          "num_train_steps": 10 * len(accs), "batch_size": 64, "learning_rate": 1e-4, "max_train_examples": None,
-         "loss_terms": ["logit"], "max_seq_length": 64}
-  (d / "config.json").write_text(json.dumps({"glue": cfg}))
+         "kd_losses": ["logit"], "max_seq_length": 64}
+  (d / "config.json").write_text(json.dumps({"kind": "glue", "run": cfg}))
   (d / "command.txt").write_text(f"python -m experiments.glue --bits={student.bits}\n# git abc")
   rows = [{"step": 10 * (i + 1), "split": "eval", "accuracy": a} for i, a in enumerate(accs)]
   (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -341,7 +341,7 @@ def test_glue_config_rejects_asym_format_before_work():
   with pytest.raises(ValueError, match="quant_mode=asym"):
     glue_task.resolve_config("synthetic", "bert_tiny", "w4a4_nvfp4", quant_mode="asym", teacher="/nonexistent")
   cfg = glue_task.resolve_config("synthetic", "bert_tiny", "w1.58a8", teacher="/nonexistent")
-  assert glue_task.make_policy_for(cfg).name == "w1.58a8"
+  assert cfg.make_policy().name == "w1.58a8"
 
 
 # ----------------------------------------------------------------------------------------- QAT+KD smoke step
