@@ -63,10 +63,10 @@ def run(presets, seed, num_tokens, weight_group_size, outlier_channels, outlier_
   ops = make_operands(seed, num_tokens, outlier_channels, outlier_scale)
   rows = []
   for preset in presets:
-    for symmetric in ((True,) if preset == "fp32" else (True, False)):
+    for symmetric in ((True,) if preset not in policy_lib.INT_PRESETS[1:] else (True, False)):
       pol = policy_lib.make_policy(preset, symmetric=symmetric, weight_group_size=weight_group_size)
       errs = {g: gemm_errors(*ops[g], *pol.resolve(f"encoder/layer_0/{g}", g)) for g, _, _ in BERT_BASE_GEMMS}
-      scheme = "-" if preset == "fp32" else ("sym" if symmetric else "asym")
+      scheme = "-" if preset not in policy_lib.INT_PRESETS[1:] else ("sym" if symmetric else "asym")
       if per_gemm:
         rows += [(preset, scheme, g, *e) for g, e in errs.items()]
       else:

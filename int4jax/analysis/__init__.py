@@ -1,1 +1,1 @@
-"""Analyses of trained runs (the decoder failure study)."""
+"""Analyses of trained runs (the decoder failure study, the 4-bit format comparison)."""

@@ -8,6 +8,13 @@ path wins. `gemms` switches whole GEMM types on/off (e.g. quantize only `ffn_in`
 Presets `w{W}a{A}`: weights W-bit per output channel (one scale per column of the Flax kernel [K, N], reducing over
 K), or per contiguous group of `weight_group_size` along K; activations A-bit per token, dynamic (reducing over the
 last axis); `a16` keeps activations float. Weights and activations share the `symmetric` flag. "fp32" has no rules.
+
+Format presets (numerics module doc has the definitions), for weights and activations alike, blocks along K:
+  w4a4_mxfp4  MXFP4: E2M1, blocks of 32, E8M0 power-of-two scale;
+  w4a4_nvfp4  NVFP4: E2M1, blocks of 16, E4M3 block scale x fp32 tensor scale;
+  w1.58a8     BitNet b1.58 ternary weights (absmean, one scale per weight matrix), INT8 per-token activations.
+They are symmetric by construction and fix their own blocks: `symmetric=False` (--quant_mode=asym) and
+`weight_group_size` raise ValueError for them.
 """
 from __future__ import annotations
 
@@ -16,10 +23,12 @@ import json
 import re
 from typing import Iterable
 
-from int4jax.quant.numerics import QuantSpec
+from int4jax.quant.numerics import QuantSpec, mxfp4_spec, nvfp4_spec, ternary_spec
 
 GEMM_TYPES = ("qkv", "attn_out", "ffn_in", "ffn_out")
-PRESETS = ("fp32", "w8a8", "w4a8", "w4a4", "w4a16", "w8a16")
+INT_PRESETS = ("fp32", "w8a8", "w4a8", "w4a4", "w4a16", "w8a16")
+FORMAT_PRESETS = ("w4a4_mxfp4", "w4a4_nvfp4", "w1.58a8")
+PRESETS = INT_PRESETS + FORMAT_PRESETS
 _PRESET_BITS = {"fp32": (None, None), "w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w4a16": (4, None),
                 "w8a16": (8, None)}
 
@@ -100,7 +109,23 @@ class QuantPolicy:
     return cls(name=d["name"], rules=tuple(QuantRule.from_dict(r) for r in d["rules"]), gemms=frozenset(d["gemms"]))
 
 
+def _format_preset_specs(preset: str, symmetric: bool, weight_group_size: int | None, weight_clip, act_clip):
+  if not symmetric:
+    raise ValueError(f"preset {preset!r} is symmetric by construction: asymmetric quantization (--quant_mode=asym) "
+                     f"applies to the integer presets {list(INT_PRESETS[1:])} only")
+  if weight_group_size is not None:
+    raise ValueError(f"preset {preset!r} fixes its own blocks (MXFP4 32, NVFP4 16, ternary one scale per tensor); "
+                     f"weight_group_size={weight_group_size} applies to the integer presets only")
+  if preset == "w4a4_mxfp4":
+    return mxfp4_spec(clip=weight_clip), mxfp4_spec(clip=act_clip)
+  if preset == "w4a4_nvfp4":
+    return nvfp4_spec(clip=weight_clip), nvfp4_spec(clip=act_clip)
+  return ternary_spec(clip=weight_clip), QuantSpec(bits=8, granularity="token", clip=act_clip)
+
+
 def _preset_specs(preset: str, symmetric: bool, weight_group_size: int | None, weight_clip, act_clip):
+  if preset in FORMAT_PRESETS:
+    return _format_preset_specs(preset, symmetric, weight_group_size, weight_clip, act_clip)
   if preset not in _PRESET_BITS:
     raise ValueError(f"unknown preset {preset!r}; valid: {list(PRESETS)}")
   w_bits, a_bits = _PRESET_BITS[preset]
@@ -116,11 +141,14 @@ def _preset_specs(preset: str, symmetric: bool, weight_group_size: int | None, w
 def make_policy(preset: str, *, symmetric: bool = True, gemms: Iterable[str] | str = GEMM_TYPES,
                 weight_group_size: int | None = None, weight_clip: tuple[float, float] | None = None,
                 act_clip: tuple[float, float] | None = None) -> QuantPolicy:
-  """Policy for one of PRESETS. Name: "fp32", or f"{preset}_{sym|asym}" plus "_g{group_size}" when grouped."""
+  """Policy for one of PRESETS. Name: "fp32", a format preset's own name, or f"{preset}_{sym|asym}" plus
+  "_g{group_size}" when grouped."""
   w, a = _preset_specs(preset, symmetric, weight_group_size, weight_clip, act_clip)
   gemms = _check_gemms(gemms)
   if w is None and a is None:
     return QuantPolicy(name="fp32", rules=(), gemms=gemms)
+  if preset in FORMAT_PRESETS:
+    return QuantPolicy(name=preset, rules=(QuantRule(pattern=".*", weight=w, act=a),), gemms=gemms)
   name = f"{preset}_{'sym' if symmetric else 'asym'}"
   if weight_group_size is not None:
     name += f"_g{weight_group_size}"
@@ -133,14 +161,23 @@ def spec_summary(spec: QuantSpec | None) -> str:
     return "float"
   gran = {"tensor": "per-tensor", "channel": "per-channel", "token": "per-token dynamic",
           "group": f"groups of {spec.group_size} along K"}[spec.granularity]
-  s = f"int{spec.bits} {'sym' if spec.symmetric else 'asym'} {gran}"
+  if spec.format == "ternary":
+    s = f"ternary absmean {gran}"
+  elif spec.format == "fp4_e2m1":
+    s = {"e8m0": f"mxfp4 e2m1, e8m0 scale per {spec.group_size} along K",
+         "e4m3": f"nvfp4 e2m1, e4m3 scale per {spec.group_size} along K x fp32 tensor scale",
+         "fp32": f"fp4 e2m1 {gran}"}[spec.scale_format]
+  else:
+    s = f"int{spec.bits} {'sym' if spec.symmetric else 'asym'} {gran}"
   return s if spec.clip is None else s + f", clip [{spec.clip[0]:g}, {spec.clip[1]:g}]"
 
 
 def describe(*, symmetric: bool = True, weight_group_size: int | None = None) -> list[tuple[str, str, str]]:
-  """Rows (preset, weight quantizer, activation quantizer) for the README table."""
+  """Rows (preset, weight quantizer, activation quantizer) for the README table (format presets ignore the
+  arguments: they are symmetric and fix their blocks)."""
   rows = []
   for preset in PRESETS:
-    w, a = _preset_specs(preset, symmetric, weight_group_size, None, None)
+    fmt = preset in FORMAT_PRESETS
+    w, a = _preset_specs(preset, symmetric or fmt, None if fmt else weight_group_size, None, None)
     rows.append((preset, spec_summary(w), spec_summary(a)))
   return rows

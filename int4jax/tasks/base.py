@@ -102,6 +102,7 @@ class RunConfig:
       raise ValueError(f"--dropout={self.dropout} must be in [0, 1)")
     if self.kd_losses is not None:
       distill.validate_loss_terms(self.kd_losses, has_teacher=bool(self.teacher))
+    self.make_policy()  # bits x quant_mode x weight_group_size (format presets refuse asym and groups)
     return self
 
   def warmup_steps_for(self, num_train_steps: int) -> int:

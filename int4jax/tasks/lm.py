@@ -248,7 +248,7 @@ def restore_run(workdir: str, *, policy="stored", dtype=jnp.float32, which: str 
 
 # ------------------------------------------------------------------------------------------------ the run
 
-BITS = ("fp32", "w4a16", "w4a8", "w4a4", "w8a8", "w8a16")
+BITS = policy_lib.PRESETS
 TASK_KIND = "lm"
 
 
@@ -359,12 +359,11 @@ def validate(cfg: LMRunConfig) -> Plan:
     raise ValueError("--dropout must be set for LM runs (the GPT-2 recipe uses 0.05)")
   if cfg.quantized and cfg.teacher is None and cfg.kd_losses not in (None, ("gt",)):
     raise ValueError(f"--bits={cfg.bits} with KD loss terms needs --teacher=<workdir of the FP teacher>")
+  quant_policy = cfg.make_policy()
   lm_data.check_sources(cfg.dataset, cfg.data_dir)
   parse_extra_eval(cfg.extra_eval)
   tokenizer = tokenizers.load_tokenizer(cfg.tokenizer)
   vocab = len(tokenizer)
-
-  quant_policy = cfg.make_policy()
   dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
   teacher_meta = None
   if cfg.teacher is not None:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from int4jax.quant.policy import GEMM_TYPES, PRESETS, QuantPolicy, QuantRule, describe, make_policy
+from int4jax.quant.policy import GEMM_TYPES, INT_PRESETS, PRESETS, QuantPolicy, QuantRule, describe, make_policy
 from int4jax.quant.numerics import QuantSpec
 
 BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w4a16": (4, None), "w8a16": (8, None)}
@@ -13,7 +13,7 @@ PATHS = {"qkv": "encoder/layer_3/attention/query", "attn_out": "encoder/layer_3/
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "fp32"])
+@pytest.mark.parametrize("preset", [p for p in INT_PRESETS if p != "fp32"])
 def test_preset_resolves_documented_quantizers(preset, symmetric):
   w_bits, a_bits = BITS[preset]
   pol = make_policy(preset, symmetric=symmetric)
@@ -65,7 +65,7 @@ def test_rules_first_match_wins_and_unmatched_float():
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", INT_PRESETS)
 def test_json_round_trip(preset, symmetric):
   for kwargs in ({}, dict(weight_group_size=64, weight_clip=(-2.5, 2.5), act_clip=(-1, 1), gemms=("ffn_in",))):
     pol = make_policy(preset, symmetric=symmetric, **kwargs)
