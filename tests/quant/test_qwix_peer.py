@@ -24,7 +24,10 @@ def _model_and_params():
 
 
 def test_rule_matches_exactly_the_four_gemm_types():
-  _, params, _ = _model_and_params()
+  cfg = registry.get_config("bert_tiny", policy=make_policy("fp32"), num_labels=2)
+  model = registry.family("bert").build(cfg, "sequence_classification")
+  ids = jnp.zeros((1, 8), jnp.int32)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids))["params"]
   paths = {"/".join(str(k.key) for k in path[:-1]) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
   rule = re.compile(qwix_peer.rule_path(tuple(qwix_peer.GEMM_PATHS)))
   matched = sorted(p for p in paths if rule.fullmatch(p))

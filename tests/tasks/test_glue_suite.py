@@ -69,7 +69,7 @@ def test_budgets_and_augment_validation(tmp_path):
   with pytest.raises(ValueError, match="teacher takes"):
     glue_task.resolve_config("mrpc", "bert_tiny", "fp32", budget="A")
   with pytest.raises(ValueError, match="no ground truth"):
-    glue_task.resolve_config("mrpc", "bert_tiny", "w4a4", teacher="t", augment=2, loss_terms=("logit", "gt"))
+    glue_task.resolve_config("mrpc", "bert_tiny", "w4a4", teacher="t", augment=2, kd_losses=("logit", "gt"))
   with pytest.raises(ValueError, match="quantized students"):
     glue_task.resolve_config("mrpc", "bert_tiny", "fp32", augment=2)
 
