@@ -452,9 +452,12 @@ def markdown(report: dict, header: str = "") -> str:
     a, b = PAPER_C5_AVG[label]
     lines.append(f"| *{label}* | Table C.5 | " + " | ".join(_paper_cell(row, t) for t in tasks) +
                  f" | *{a:.2f}* | *{b:.2f}* |")
-  lines += ["", "Every learning rate of the grid (mean ± std over seeds; wall = process wall incl. start-up, "
-            "start-up = process start to first finished train step is not separated here, first step = "
-            "`train_and_evaluate` entry to the first finished step):", "",
+  lines += ["", "Selection as the paper: each run reports its best dev checkpoint; per task and configuration the "
+            "learning rate with the highest seed-mean of the primary metric on dev is shown (GLUE has no labelled "
+            "test split, so dev serves both selections); mean ± sample std (ddof 1) over seeds.", "",
+            "Every learning rate of the grid (process wall = the whole `experiments.glue` process; first step = "
+            "`train_and_evaluate` entry to the first finished step, i.e. compilation or a compile-cache read; "
+            "GPU s = SM-busy seconds sampled by `nvidia-smi pmon`, the run's share when runs share the GPU):", "",
             "| task | run | LR | seeds | metrics | steps × batch (epochs) | process wall s | first step s | "
             "GPU s (pmon) |", "|---|---|---|---|---|---|---|---|---|"]
   for e in report["grid"]:
