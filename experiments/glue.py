@@ -22,6 +22,16 @@ The design card's command, `python -m experiments.glue --model=bert_base --bits=
 run without --teacher first trains (or reuses, when it is already done) its FP32 teacher in <workdir>/teacher and
 says so. Without --bits the launcher runs both stages (fp32 teacher into <workdir>/fp32, then w4a4 into
 <workdir>/w4a4_<mode>).
+The paper's recipe for small tasks (Table C.4 Budget-A with TinyBERT-style augmentation; int4jax/data/augment.py),
+three seeds reported as mean ± std (each in <workdir>/seed<s>):
+
+    python -m experiments.glue --task=mrpc --model=$MINILM --data_dir=../shared/data/glue/MRPC --bits=w4a4 \
+        --teacher=runs/mrpc_fp32 --budget=A --augment=20 --seeds=1,2,3 --workdir=runs/mrpc_w4a4_aug
+
+Every run uses JAX's persistent compilation cache (--jax_cache_dir, default ~/.cache/int4jax/jax), so a second
+run of the same shapes skips compilation; start-up (process start to the first finished step) goes to
+<workdir>/startup.json. The whole table: experiments/glue_suite.py.
+
 Defaults per model and task come from the paper's Table C.1 (see int4jax/tasks/glue.py); every flag overrides.
 Running the same command again resumes from <workdir>/checkpoints/latest; a different command in the same workdir
 is refused (naming the differing keys) unless --overwrite. Reload the best checkpoint with
@@ -33,8 +43,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from absl import app, flags, logging
+
+PROCESS_START = time.time()
 
 from experiments import flags as common
 
@@ -50,11 +63,23 @@ def define_flags() -> None:
                       "synthetic.")
   flags.DEFINE_integer("max_seq_length", None, "Max tokens (default 64 for CoLA/SST-2, 128 otherwise).")
   flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.")
+  flags.DEFINE_enum("budget", None, ["A", "B", "C", "a", "b", "c"], "Students: epochs of Table C.4's "
+                    "Budget-A/B/C for the task (instead of --num_epochs).")
+  flags.DEFINE_integer("augment", None, "Students: N TinyBERT-style augmented copies per train example, labelled "
+                       "by the teacher (int4jax/data/augment.py); 0 = off.")
+  flags.DEFINE_string("augment_cache", None, "Augmentation cache folder or .jsonl.gz file (default "
+                      "$INT4JAX_CACHE/augment or ~/.cache/int4jax/augment).")
+  flags.DEFINE_enum("qat", None, ["int4jax", "qwix"], "Quantizer of the student: int4jax's policy (default) or "
+                    "Qwix's QAT on the same GEMMs (int4 per-channel weights, per-token activations; needs qwix).")
+  flags.DEFINE_list("seeds", None, "Run once per seed into <workdir>/seed<s>; report mean and std (e.g. 1,2,3).")
+  flags.DEFINE_string("jax_cache_dir", None, "JAX persistent compilation cache folder (default "
+                      "$INT4JAX_JAX_CACHE or ~/.cache/int4jax/jax); 'none' turns it off.")
 
 
 def task_overrides() -> dict:
   o = common.common_overrides()
-  o.update(max_seq_length=FLAGS.max_seq_length, max_train_examples=FLAGS.max_train_examples)
+  o.update(max_seq_length=FLAGS.max_seq_length, max_train_examples=FLAGS.max_train_examples, budget=FLAGS.budget,
+           augment=FLAGS.augment, augment_cache=FLAGS.augment_cache, qat=FLAGS.qat)
   return o
 
 
@@ -76,8 +101,45 @@ def run_one(cfg, workdir: str, *, overwrite: bool = False, keep: tuple[str, ...]
     rundir.RunDir(workdir).prepare(glue_task.run_config_section(cfg), overwrite=overwrite,
                                    runtime_keys=cfg.RUNTIME_KEYS, keep=keep)
     exp = glue_task.build_experiment(cfg)
-  return glue_task.run(exp, workdir, argv=sys.argv, git_commit=FLAGS.git_commit,
-                       max_steps_this_run=max_steps_this_run)
+  result = glue_task.run(exp, workdir, argv=sys.argv, git_commit=FLAGS.git_commit,
+                         max_steps_this_run=max_steps_this_run)
+  _write_startup(workdir, result)
+  return result
+
+
+_CACHE_DIR = [None]
+
+
+def _write_startup(workdir: str, result: dict) -> None:
+  """<workdir>/startup.json: process start -> first finished train step (imports, data, model, compilation)."""
+  if not result.get("first_step_at") or os.path.isfile(os.path.join(workdir, "startup.json")):
+    return
+  startup = {"process_to_first_step_s": result["first_step_at"] - PROCESS_START,
+             "loop_to_first_step_s": result.get("first_step_s"), "jax_cache_dir": _CACHE_DIR[0]}
+  with open(os.path.join(workdir, "startup.json"), "w") as f:
+    json.dump(startup, f, indent=2)
+  print(f"start-up: {startup['process_to_first_step_s']:.1f}s from process start to the first finished train step, "
+        f"{startup['loop_to_first_step_s']:.1f}s of it in the training loop (compile cache: {_CACHE_DIR[0]})",
+        flush=True)
+
+
+def run_seeds(bits: str, workdir: str, teacher: str | None) -> None:
+  """One run per --seeds value into <workdir>/seed<s>; prints mean and std of the best-on-dev metrics."""
+  from int4jax.tasks import glue_suite  # pylint: disable=g-import-not-at-top
+  with common.usage_errors():
+    seeds = glue_suite.parse_seeds(FLAGS.seeds)
+  if FLAGS.seed is not None:
+    raise app.UsageError("give either --seed or --seeds")
+  results = []
+  for seed in seeds:
+    FLAGS.seed = seed
+    with common.usage_errors():
+      cfg = resolve(bits, teacher)
+    results.append(run_one(cfg, os.path.join(workdir, f"seed{seed}"), overwrite=FLAGS.overwrite))
+  FLAGS.seed = None
+  stats = {n: glue_suite.mean_std([r["best"][n] for r in results]) for n in results[0]["best"]}
+  print(f"\n{FLAGS.task} {bits} ({FLAGS.quant_mode or 'sym'}) over seeds {list(seeds)}, best dev checkpoint per "
+        "seed: " + ", ".join(f"{n} {s['mean']:.2f} ± {s['std']:.2f}" for n, s in stats.items()), flush=True)
 
 
 def _finished(workdir: str) -> bool:
@@ -91,17 +153,24 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   common.init_distributed()
   common.apply_deprecated()
+  from int4jax.train import compile_cache  # pylint: disable=g-import-not-at-top
+  _CACHE_DIR[0] = compile_cache.enable(FLAGS.jax_cache_dir)
   mode = FLAGS.quant_mode or "sym"
   model_tag = os.path.basename(os.path.normpath(FLAGS.model))
   base = FLAGS.workdir or os.path.join("runs", "glue", f"{FLAGS.task.lower()}_{model_tag}")
   if FLAGS.bits is not None and (FLAGS.bits == "fp32" or FLAGS.teacher):
     workdir = FLAGS.workdir or f"{base}_{FLAGS.bits}_{mode}"
+    if FLAGS.seeds:
+      run_seeds(FLAGS.bits, workdir, FLAGS.teacher)
+      return
     with common.usage_errors():
       cfg = resolve(FLAGS.bits, FLAGS.teacher)
     run_one(cfg, workdir, overwrite=FLAGS.overwrite, max_steps_this_run=FLAGS.max_steps_this_run)
     return
   if FLAGS.max_steps_this_run is not None:
     raise app.UsageError("--max_steps_this_run needs a single stage (--bits=fp32, or --bits with --teacher)")
+  if FLAGS.seeds:
+    raise app.UsageError("--seeds needs --bits and --teacher (one configuration, several seeds)")
   if FLAGS.teacher:
     raise app.UsageError("--teacher needs --bits (the two-stage default trains its own teacher)")
   # Two stages: an FP32 teacher (trained here, or reused when its run directory is complete), then the student.

@@ -97,7 +97,9 @@ class QDense(nn.Module):
     if w_spec is not None:
       kernel = quant.fake_quant(kernel, w_spec, axis=0)
       self.sow(QUANT_TAPS, "kernel", kernel)
-    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    # jax.lax.dot_general looked up at call time (not jnp.dot): the same product, and visible to libraries that
+    # intercept it, e.g. Qwix's QAT (int4jax/tasks/glue_qwix.py).
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)

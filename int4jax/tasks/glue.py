@@ -17,6 +17,16 @@ Defaults (each overridable by a flag):
   Both: warmup 10% of the steps (DSE uses 1 of 9 epochs), max sequence length 64 for CoLA / SST-2 and 128
     otherwise (Table C.4), eval every 1000 steps, seed 42.
   The synthetic task: 2-layer bert_tiny, 6 epochs teacher at lr 1e-3, 6 epochs student at lr 5e-4.
+
+The paper's recipe beyond Table C.1 (selectable, off by default so earlier runs keep their meaning):
+  --budget=A|B|C  student epochs from Table C.4 (BUDGET_EPOCHS; where C says "18 or 36" we take the first).
+  --augment=N     N TinyBERT-style copies of every train example (int4jax/data/augment.py), labelled by the
+                  teacher only: the run must use KD terms without `gt`. Epochs count over the augmented set
+                  (originals + copies), as XTC trains on the augmented train file. Table C.4 marks the tasks
+                  that use it (AUGMENTED_TASKS); the paper's Table C.5 is Budget-A with augmentation.
+  LR_GRID         the learning rates of Table C.5 (searched by experiments.glue_suite; the paper's "best" row
+                  is the per-task maximum over the grid of the best-on-dev checkpoint).
+  --qat=qwix      Qwix's QAT on the same GEMMs instead of int4jax's policy (quant/qwix_peer.py): the peer row.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +54,30 @@ from int4jax.quant.policy import PRESETS
 
 SYNTHETIC = "synthetic"
 
+# Table C.4 (paper_spec.md §2.7): student epochs for Budget-A / B / C; C's "18 or 36", "6 or 9", "12 or 18" ->
+# the first value. WNLI is not in the table (nor in the paper's GLUE average).
+BUDGET_EPOCHS: dict[str, tuple[float, float, float]] = {
+    "mnli": (3, 9, 18), "qqp": (3, 9, 18), "qnli": (1, 3, 6), "sst2": (1, 3, 12), "stsb": (1, 3, 12),
+    "rte": (1, 3, 12), "cola": (1, 3, 12), "mrpc": (1, 3, 12), SYNTHETIC: (2, 6, 12)}
+BUDGETS = ("A", "B", "C")
+# Table C.4's "data aug." column: the tasks whose students train on TinyBERT-augmented data.
+AUGMENTED_TASKS = ("qnli", "sst2", "stsb", "rte", "cola", "mrpc")
+# Table C.5's learning-rate grid for W4A4 students: BERT-large rows, and BERT-base rows (used for other models).
+LR_GRID = {"bert_large": (1e-5, 5e-5, 1e-4), "default": (2e-5, 5e-5, 1e-4)}
+QAT_BACKENDS = ("int4jax", "qwix")
+
+
+def lr_grid(model: str) -> tuple[float, ...]:
+  return LR_GRID.get(model, LR_GRID["default"])
+
+
+def budget_epochs(task: str, budget: str) -> float:
+  if budget.upper() not in BUDGETS:
+    raise ValueError(f"--budget={budget!r} must be one of {list(BUDGETS)} (Table C.4)")
+  if task not in BUDGET_EPOCHS:
+    raise ValueError(f"task {task!r} has no budget in Table C.4 (tasks: {sorted(BUDGET_EPOCHS)})")
+  return float(BUDGET_EPOCHS[task][BUDGETS.index(budget.upper())])
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GlueRunConfig(base.RunConfig):
@@ -51,6 +85,17 @@ class GlueRunConfig(base.RunConfig):
   task: str
   max_seq_length: int = 128
   max_train_examples: int | None = None    # a prefix of the train split, for quick runs
+  budget: str | None = None                # Table C.4 budget "A" / "B" / "C": sets num_epochs (students)
+  augment: int = 0                         # TinyBERT-style copies per train example (students; data/augment.py)
+  augment_cache: str | None = None         # folder or .jsonl.gz of the augmentation cache (default ~/.cache)
+  qat: str = "int4jax"                     # "qwix": Qwix's QAT on the same GEMMs instead (quant/qwix_peer.py)
+
+  RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("augment_cache",)
+
+  def make_policy(self):
+    if self.qat == "qwix":  # Qwix quantizes by interception: the model itself stays float
+      return dataclasses.replace(self, bits=base.FLOAT_BITS, teacher=None, qat="int4jax").make_policy()
+    return super().make_policy()
 
   def validate(self) -> "GlueRunConfig":
     if self.bits in PRESETS and self.quantized and not self.teacher:
@@ -62,6 +107,18 @@ class GlueRunConfig(base.RunConfig):
     super().validate()
     if self.max_seq_length <= 0:
       raise ValueError(f"--max_seq_length={self.max_seq_length} must be positive")
+    if self.qat not in QAT_BACKENDS:
+      raise ValueError(f"--qat={self.qat!r} must be one of {QAT_BACKENDS}")
+    if self.qat == "qwix" and (self.weight_group_size or not self.quantized):
+      raise ValueError("--qat=qwix: a quantized --bits preset, one weight scale per channel (no --weight_group_size)")
+    if self.augment < 0:
+      raise ValueError(f"--augment={self.augment} must be >= 0 (copies per example)")
+    if self.augment:
+      if not self.quantized or self.task == SYNTHETIC:
+        raise ValueError("--augment is for quantized students of GLUE tasks (the teacher labels the copies)")
+      if self.kd_losses and "gt" in self.kd_losses:
+        raise ValueError("--augment: augmented examples have no ground truth (the teacher labels them); drop 'gt' "
+                         "from --kd_losses")
     return self
 
 
@@ -113,6 +170,13 @@ def resolve_config(task: str, model: str, bits: str = "fp32", *, quant_mode: str
   if model not in registry.presets() and not os.path.isdir(model):
     raise ValueError(f"--model={model!r} is neither a preset ({sorted(registry.presets())}) nor a directory")
   values = defaults(task, model, bits)
+  budget = overrides.get("budget")
+  if budget is not None:
+    if bits == "fp32":
+      raise ValueError("--budget selects the students' epochs of Table C.4; the fp32 teacher takes --num_epochs")
+    if overrides.get("num_epochs") is not None or overrides.get("num_train_steps") is not None:
+      raise ValueError("--budget sets the epochs; give either --budget or --num_epochs/--num_train_steps")
+    overrides = dict(overrides, budget=budget.upper(), num_epochs=budget_epochs(task, budget))
   values.update({k: v for k, v in overrides.items() if v is not None})
   values.update({k: None for k in ("weight_clip", "act_clip") if values.get(k) == "none"})
   if "warmup_steps" in overrides and overrides["warmup_steps"] is not None:
@@ -201,6 +265,27 @@ def load_examples(cfg: GlueRunConfig):
   return train_ex, eval_ex
 
 
+def word_embeddings(params) -> np.ndarray:
+  """The [vocab, hidden] input embedding table of a BERT-family params tree."""
+  found = [np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+           if "word_embeddings" in jax.tree_util.keystr(path)]
+  if len(found) != 1:
+    raise ValueError(f"expected one word_embeddings table in the teacher's params, found {len(found)}")
+  return found[0]
+
+
+def _with_augmentation(cfg: GlueRunConfig, train_ex, tokenizer, train_arrays: dict[str, np.ndarray],
+                       teacher_params) -> dict[str, np.ndarray]:
+  """The original train arrays followed by cfg.augment copies per example (data/augment.py)."""
+  from int4jax.data import augment  # pylint: disable=g-import-not-at-top
+  spec = augment.AugmentSpec(cfg.task, cfg.augment, seed=cfg.seed)
+  cache = cfg.augment_cache or augment.default_cache_dir()
+  aug = augment.load_or_build(spec, train_ex, tokenizer, word_embeddings(teacher_params), cache)
+  arrays = glue_data.encode(aug, tokenizer, cfg.max_seq_length)
+  logging.info("augmentation: %d copies from %s", len(aug), aug.source)
+  return {k: np.concatenate([train_arrays[k], arrays[k]]) for k in train_arrays}
+
+
 def encode_examples(cfg: GlueRunConfig, examples, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """(train arrays, eval arrays), tokenized and padded to max_seq_length."""
   if cfg.task == SYNTHETIC:
@@ -228,6 +313,9 @@ def build_model(cfg: GlueRunConfig, policy, *, load_weights: bool):
     return registry.load_pretrained(cfg.model, task="sequence_classification", rng=rng, **overrides)
   config = registry.get_config(cfg.model, **overrides)
   model = registry.family(_family_name(cfg.model)).build(config, "sequence_classification")
+  if cfg.qat == "qwix" and cfg.quantized:
+    from int4jax.quant import qwix_peer  # pylint: disable=g-import-not-at-top  (optional dependency)
+    model = qwix_peer.wrap(model, bits=cfg.bits, quant_mode=cfg.quant_mode, gemms=cfg.gemms)
   if not load_weights:
     return model, None
   dummy = jnp.zeros((1, cfg.max_seq_length), jnp.int32)
@@ -315,10 +403,13 @@ def build_experiment(cfg: GlueRunConfig) -> Experiment:
   is_regression = num_labels == 1
   if cfg.teacher:
     model, _ = build_model(cfg, policy, load_weights=False)
-    teacher_cfg = dataclasses.replace(cfg, bits="fp32", teacher=None)
+    teacher_cfg = dataclasses.replace(cfg, bits="fp32", teacher=None, qat="int4jax", augment=0, budget=None)
     teacher_model, _ = build_model(teacher_cfg, teacher_cfg.make_policy(), load_weights=False)
     teacher_params, _ = load_teacher(cfg, teacher_model)
     params = jax.tree.map(jnp.array, teacher_params)  # the student starts from the teacher (a separate copy)
+    if cfg.augment:
+      train_arrays = _with_augmentation(cfg, examples[0], tokenizer, train_arrays, teacher_params)
+      n_train = len(train_arrays["labels"])
   else:
     model, params = build_model(cfg, policy, load_weights=True)
     teacher_model, teacher_params = None, None
@@ -339,7 +430,8 @@ def build_experiment(cfg: GlueRunConfig) -> Experiment:
   metadata = dict(identity(cfg, config), model=cfg.model, bits=cfg.bits, quant_mode=cfg.quant_mode,
                   num_labels=num_labels, teacher=cfg.teacher,
                   teacher_metric=None if teacher_meta is None else teacher_meta.get("metric"),
-                  num_train_examples=n_train, steps_per_epoch=steps_per_epoch)
+                  num_train_examples=n_train, steps_per_epoch=steps_per_epoch, augment=cfg.augment,
+                  qat=cfg.qat)
   return Experiment(cfg, task, params, teacher_params, ArrayBatchSource(train_arrays, cfg.batch_size, cfg.seed),
                     eval_arrays, train_config, policy.to_json(), metadata)
 

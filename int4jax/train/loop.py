@@ -318,6 +318,7 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
   interval_steps, interval_s, clock = 0, 0.0, None
   examples_per_s = float("nan")
   pending_losses: list[tuple[int, jax.Array]] = []
+  first_step_at = None
 
   def stop_clock():
     nonlocal clock, interval_s
@@ -333,7 +334,7 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
     bar.update(1)
     if done == first_step_this_run + 1:   # compilation + the first step stay outside the clock
       jax.block_until_ready(state.step)
-      clock = time.time()
+      clock = first_step_at = time.time()   # start-up (compilation or a compile-cache read) ends here
     else:
       interval_steps += 1
     if done % config.log_every_steps == 0 or done == config.num_train_steps:
@@ -388,6 +389,7 @@ def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSour
       "wall_time_s": wall_before + time.time() - t_start,
       "examples_per_s": timed_steps * config.batch_size / timed_s if timed_s > 0 else float("nan"),
       "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+      "first_step_at": first_step_at, "first_step_s": None if first_step_at is None else first_step_at - t_start,
   }
   if is_main:
     rundir.write_json_atomic(rd.file(rundir.SUMMARY), result)
