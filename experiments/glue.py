@@ -50,17 +50,39 @@ def define_flags() -> None:
                       "synthetic.")
   flags.DEFINE_integer("max_seq_length", None, "Max tokens (default 64 for CoLA/SST-2, 128 otherwise).")
   flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.")
+  flags.DEFINE_string("sparsity", None, "N:M sparsity of the student's quantized weights along K, N kept of M: "
+                      "2:4 (50%), 1:4 (75%); optionally scoped, e.g. 2:4@ffn (scopes: all, ffn, attn, a GEMM type).")
+  flags.DEFINE_enum("prune", None, ["static", "movement"], "Masks from the teacher's |W| (fixed) or movement "
+                    "pruning.")
+  flags.DEFINE_enum("order", None, ["pq", "qp"], "pq: prune then quantize (scales of the pruned weight); qp: "
+                    "quantize then prune.")
+  flags.DEFINE_integer("mask_update_every", None, "Movement pruning: steps between mask recomputations "
+                       "(default 100).")
+  flags.DEFINE_integer("num_layers", None, "Encoder layers of a layer-reduced student (default: the teacher's).")
+  flags.DEFINE_list("layer_map", None, "Teacher layer of each student layer, 0-based, e.g. 1,3,5 (default: "
+                    "uniform, ending on the teacher's last layer).")
+
+
+STUDENT_ONLY = ("sparsity", "prune", "order", "mask_update_every", "num_layers", "layer_map")
 
 
 def task_overrides() -> dict:
   o = common.common_overrides()
   o.update(max_seq_length=FLAGS.max_seq_length, max_train_examples=FLAGS.max_train_examples)
+  o.update({n: getattr(FLAGS, n) for n in STUDENT_ONLY if n != "layer_map"})
+  if FLAGS.layer_map:
+    try:
+      o["layer_map"] = tuple(int(i) for i in FLAGS.layer_map)
+    except ValueError:
+      raise app.UsageError(f"--layer_map={','.join(FLAGS.layer_map)} must be comma-separated integers") from None
   return o
 
 
 def resolve(bits: str, teacher: str | None):
   from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top  (flags parse before jax starts)
   o = task_overrides()
+  if bits == "fp32" and FLAGS.bits != "fp32":  # the two-stage default's teacher: dense and full depth
+    o = {k: v for k, v in o.items() if k not in STUDENT_ONLY}
   o.pop("bits"), o.pop("teacher")
   quant_mode = o.pop("quant_mode") or "sym"
   data_dir = o.pop("data_dir")

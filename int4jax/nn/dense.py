@@ -8,6 +8,10 @@ gradient), so the forward computes exactly what a real integer kernel with the s
 Weights are stored Flax-style as ``kernel[K, N]`` (in_features, out_features): the reduction axis is 0, so weight
 groups run along K and the per-channel scale is one per output column. Activations quantize per token over the
 last axis.
+
+N:M sparsity (quant/sparsity.py): when the policy gives this layer a `SparsitySpec`, QDense holds its mask (and a
+movement score) as params `nm_mask` / `nm_score` beside the kernel (initialised dense here; `sparsity.init_state`
+sets them) and computes the effective weight Q(M*W) or M*Q(W) per the spec's order.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from int4jax.quant import numerics as quant
+from int4jax.quant import sparsity
 from int4jax.quant.policy import QuantPolicy
 
 # Collection that QDense sows the effective (fake-quantized) operands into when a caller makes it mutable.
@@ -53,6 +58,12 @@ class QDense(nn.Module):
       return None, None
     return self.policy.resolve(self.module_path, self.gemm)
 
+  def sparsity_spec(self):
+    """The N:M sparsity of this layer's weight (None: dense)."""
+    if self.policy is None or not hasattr(self.policy, "resolve_sparsity"):
+      return None
+    return self.policy.resolve_sparsity(self.module_path, self.gemm)
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [..., K] -> [..., features]."""
@@ -62,7 +73,15 @@ class QDense(nn.Module):
       # Per-token dynamic quantization of the GEMM input, computed in float32 whatever the compute dtype.
       x = quant.fake_quant(x.astype(jnp.float32), a_spec, axis=-1)
       self.sow(QUANT_TAPS, "input", x)
-    if w_spec is not None:
+    sparse = self.sparsity_spec()
+    if sparse is not None:
+      sparsity.check_divisible(kernel.shape[0], sparse, self.module_path)
+      mask = self.param(sparsity.MASK, nn.initializers.ones, kernel.shape, jnp.float32)
+      if sparse.method == "movement":
+        self.param(sparsity.SCORE, nn.initializers.zeros, kernel.shape, jnp.float32)
+      kernel = sparsity.sparse_weight(kernel, mask, sparse, w_spec)
+      self.sow(QUANT_TAPS, "kernel", kernel)
+    elif w_spec is not None:
       kernel = quant.fake_quant(kernel, w_spec, axis=0)
       self.sow(QUANT_TAPS, "kernel", kernel)
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
