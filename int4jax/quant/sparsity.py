@@ -230,3 +230,17 @@ def mask_stats(params: dict, specs: dict[str, SparsitySpec]) -> dict[str, float]
     mask = np.asarray(_get(params, path)[MASK])
     zeros, total = zeros + int((mask == 0).sum()), total + mask.size
   return {"sparse_layers": len(specs), "mask_zero_fraction": zeros / max(total, 1)}
+
+
+def quantized_sparse_weight(layer: dict, spec: SparsitySpec, w_spec: numerics.QuantSpec) -> numerics.QTensor:
+  """The integer form of a sparse QDense's effective weight, for export (quant/formats.compress_nm):
+  P=>Q quantizes M*W (scales of the pruned weight); Q=>P quantizes W and zeroes the pruned qvalues (dense scales).
+  `dequantize` of the result equals QDense's forward weight. Symmetric quantizers only (zero stays zero)."""
+  if not w_spec.symmetric:
+    raise ValueError("quantized_sparse_weight: an asymmetric quantizer maps 0 to a zero point, not to 0; "
+                     "sparse export is defined for symmetric weights")
+  kernel, mask = jnp.asarray(layer[KERNEL], jnp.float32), jnp.asarray(layer[MASK], jnp.float32)
+  if spec.order == "pq":
+    return numerics.quantize(kernel * mask, w_spec, axis=0)
+  qt = numerics.quantize(kernel, w_spec, axis=0)
+  return qt.replace(qvalue=(qt.qvalue * mask.astype(qt.qvalue.dtype)).astype(qt.qvalue.dtype))
