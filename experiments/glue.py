@@ -18,6 +18,15 @@ Our real run (results/glue_sst2_minilm.md): all-MiniLM-L6-v2 on SST-2 from TSV f
     python -m experiments.glue --task=sst2 --model=$MINILM --data_dir=../shared/data/glue/SST-2 --bits=w4a4 \
         --quant_mode=asym --teacher=runs/sst2_fp32 --workdir=runs/sst2_w4a4_asym
 
+Composability (issue 14, results/composability.md): W4A4 + 2:4 sparsity (N kept of M along K; --prune=static
+from the teacher's |W| or movement, --order=pq prune-then-quantize or qp), 75% as --sparsity=1:4, FFN only as
+--sparsity=2:4@ffn, and a 3-layer student of a 6-layer teacher (teacher layers 1, 3, 5, or --layer_map):
+
+    python -m experiments.glue --task=sst2 --model=$MINILM --bits=w4a4 --teacher=runs/sst2_fp32 \
+        --sparsity=2:4 --prune=static --order=pq --workdir=runs/sst2_w4a4_2of4
+    python -m experiments.glue --task=sst2 --model=$MINILM --bits=w4a4 --teacher=runs/sst2_fp32 --num_layers=3 \
+        --workdir=runs/sst2_w4a4_l3
+
 The design card's command, `python -m experiments.glue --model=bert_base --bits=w4a4`, runs as written: a quantized
 run without --teacher first trains (or reuses, when it is already done) its FP32 teacher in <workdir>/teacher and
 says so. Without --bits the launcher runs both stages (fp32 teacher into <workdir>/fp32, then w4a4 into

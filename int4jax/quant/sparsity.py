@@ -6,7 +6,9 @@ the direction Hopper's sparse tensor cores compress (each output column's K-vect
   2:4  50% sparsity (2 zeros per group): what the hardware executes.
   1:4  75% sparsity (3 zeros per group), our choice for the paper's unnamed 75% pattern: the same 2-bit index
        metadata as 2:4 (quant/formats.compress_nm), and a 2:4 kernel runs it with one explicit zero per pair.
-Masks keep exactly N per group; ties go to the lower index (a stable sort), so the count is exact.
+Masks keep exactly N per group; ties go to the lower index (a stable sort), so the count is exact. The paper
+(paper_spec §5.1) counts zeros instead ("Pair-(N:M)", N zeros per M); for 2:4 both read the same, and our 1:4
+(1 kept, 3 zeros) is the paper's notation "3:4".
 
 Masks. "static": computed once from |W| of the initial (= teacher) weights and fixed for the run; the pruned
 master weights are set to zero and stay zero (their gradient is masked, and `after_update` re-applies the mask).
