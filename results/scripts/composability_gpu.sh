@@ -30,7 +30,8 @@ MRPC_S="--num_epochs=3 --eval_every_steps=43 --mask_update_every=20"
 LAYERS=3
 if [ "${SMOKE:-0}" = 1 ]; then
   # A 4-layer random BERT with the real WordPiece vocabulary, 64 examples, 2-4 steps: proves the plumbing only.
-  MINILM=$R/tiny_bert; DATA=${DATA:-../shared/data}; LAYERS=2; SST2_SEEDS=42; MRPC_SEEDS="42 43"; MAX_PAR=2
+  MINILM=$R/tiny_bert; DATA=${DATA:-../shared/data}; LAYERS=2; SST2_SEEDS=42; MRPC_SEEDS="42 43"; MAX_PAR=3
+  T_TEACHER=900; T_SST2=900; T_MRPC=900   # a shared 2-core CPU compiles slowly
   $PY - "$MINILM" "$DATA" <<'EOF'
 import shutil, sys, transformers
 from int4jax.tokenizers import shared_tokenizer_dir

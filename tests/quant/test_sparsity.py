@@ -238,3 +238,47 @@ def test_export_integer_weight_matches_the_forward(order):
   np.testing.assert_array_equal(np.asarray(dequantize(qt)), np.asarray(forward))
   values, indices = formats.compress_nm(np.asarray(qt.qvalue).T)          # (N, K) for the format
   np.testing.assert_array_equal(formats.decompress_nm(values, indices).T, np.asarray(qt.qvalue))
+
+
+def test_movement_run_resumes_exactly_after_a_stop(tmp_path):
+  """Scores and masks are params, so latest/ carries them: stop mid-schedule, resume, equal an uninterrupted run."""
+  from int4jax.train import loop  # pylint: disable=g-import-not-at-top
+  policy = make_policy_from_string("w4a4+2:4", method="movement", update_every=2)
+  model = QDense(8, policy=policy, gemm="ffn_in")
+  rng = np.random.default_rng(10)
+  xs, ys = rng.normal(size=(8, 16, 12)).astype(np.float32), rng.normal(size=(8, 16, 8)).astype(np.float32)
+  specs = {"layer": SparsitySpec(2, 4, method="movement", update_every=2)}
+  init = sparsity.init_state({"layer": model.init(jax.random.PRNGKey(0), xs[0])["params"]}, specs)
+
+  class Source:
+    num_examples = 16 * 8
+
+    def batch_at(self, step):
+      return {"x": xs[step % 8], "y": ys[step % 8]}
+
+  class Task:
+    metric_name, higher_is_better = "neg_mse", True
+
+    def loss_fn(self, p, teacher, batch, rng):
+      return jnp.mean((model.apply({"params": p["layer"]}, batch["x"]) - batch["y"]) ** 2), {}
+
+    def after_update(self, old, new, grads, step):
+      return sparsity.after_update(old, new, grads, step, specs)
+
+    def eval_batch(self, p, batch):
+      return {"se": jnp.sum((model.apply({"params": p["layer"]}, batch["x"]) - batch["y"]) ** 2)}
+
+    def summarize(self, acc):
+      return {"neg_mse": -float(sum(a["se"] for a in acc))}
+
+  config = loop.TrainConfig(num_train_steps=6, batch_size=16, learning_rate=1e-2, warmup_steps=0,
+                            eval_every_steps=1, log_every_steps=1)
+  evals = lambda: [{"x": xs[0], "y": ys[0]}]
+  run = lambda d, stop=None: loop.train_and_evaluate(Task(), jax.tree.map(jnp.array, init), None, Source(), evals,
+                                                     config, str(d), {},
+                                                     max_steps_this_run=stop)
+  full = run(tmp_path / "full")
+  assert run(tmp_path / "cut", stop=3)["interrupted"]
+  resumed = run(tmp_path / "cut")
+  rows = lambda d: [r for r in open(d / "metrics.jsonl") if '"eval"' in r]
+  assert resumed["final"] == full["final"] and rows(tmp_path / "cut") == rows(tmp_path / "full")
