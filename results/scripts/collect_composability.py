@@ -125,8 +125,10 @@ def write(runs_json: dict, out: str) -> None:
       if variant not in t["variants"]:
         continue
       rows, st = t["variants"][variant], t["stats"][variant]
-      desc, paper = VARIANTS.get(variant, (f"{variant} (layer-reduced W4A4 student)" if variant.startswith("layers")
-                                            else variant, "Table 3 analogue (BART 6+3: -0.6 R1)"))
+      lmap = rows[0]["layer_map"]
+      desc, paper = VARIANTS.get(variant, (
+          f"W4A4, {len(lmap)}-layer student (teacher layers {', '.join(map(str, lmap))})" if lmap else variant,
+          "Table 3 (BART-base encoder 6+3 W4A4: 44.83 -> 44.23 R1 CNN/DM; no BERT row)"))
       per_seed = ", ".join(f"{r['seed']}: {_fmt(r['best']['accuracy'] if r['best'] else None)}"
                            + ("" if r["complete"] else "*") for r in sorted(rows, key=lambda r: str(r["seed"])))
       lines.append(f"| {desc} | {_fmt(st['mean'])} | {_fmt(st['std'])} | {_fmt(st['gap'], sign=True)} | {per_seed} | "

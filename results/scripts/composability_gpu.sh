@@ -11,9 +11,11 @@
 #   SST-2: teacher 2000 steps x 32 (0.95 epoch, full train set); students 600 steps x 64 on the first 32,000
 #          sentences (1.2 epochs of that subset); max length 64; movement masks recomputed every 50 steps.
 #   MRPC:  teacher 3 epochs x 32; students 3 epochs x 64 (171 steps); max length 128; masks every 20 steps.
-# Seeds: SST2_SEEDS (default "42"), MRPC_SEEDS (default "42 43 44"). The two task pipelines run concurrently on
-# the one GPU, each with its students in parallel (MAX_PAR per task). Expected: ~5 GPU minutes on one H200, capped
-# at 6 by the per-process timeouts (teacher 150 s, students 210 s SST-2 / 120 s MRPC).
+# Seeds: SST2_SEEDS (default "42"), MRPC_SEEDS (default "42 43 44"; all variants of a seed before the next seed).
+# The two task pipelines run concurrently on the one GPU, each with its students in parallel (MAX_PAR per task).
+# Expected: ~5 GPU minutes on one H200. Hard cap: every process is killed at DEADLINE_S (default 340 s) after the
+# start (and teachers at 150 s, SST-2 students at 210 s, MRPC students at 120 s); runs not started by then are
+# skipped, and a killed run keeps the evaluations it logged (the results mark it). Total <= 6 min incl. collection.
 # Outputs (2 files): $OUT/composability_runs.json (every run's config, eval curve, summary; gpu/versions; walls)
 # and $OUT/composability_logs.tar.gz. Then: python results/scripts/collect_composability.py <runs.json>
 set -u
@@ -22,7 +24,7 @@ PY=${PYTHON:-python3}
 SHA=${1:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 R=${RUNS:-/tmp/composability_runs}; L=$R/logs; rm -rf "$R"; mkdir -p "$L" "$OUT"
 SST2_SEEDS=${SST2_SEEDS:-42}; MRPC_SEEDS=${MRPC_SEEDS:-42 43 44}; MAX_PAR=${MAX_PAR:-7}
-T_TEACHER=${T_TEACHER:-150}; T_SST2=${T_SST2:-210}; T_MRPC=${T_MRPC:-120}
+DEADLINE_S=${DEADLINE_S:-340}; T_TEACHER=${T_TEACHER:-150}; T_SST2=${T_SST2:-210}; T_MRPC=${T_MRPC:-120}
 SST2_T="--num_train_steps=2000 --eval_every_steps=500"
 SST2_S="--num_train_steps=600 --max_train_examples=32000 --eval_every_steps=100 --mask_update_every=50"
 MRPC_T="--num_epochs=3 --eval_every_steps=50"
@@ -31,7 +33,7 @@ LAYERS=3
 if [ "${SMOKE:-0}" = 1 ]; then
   # A 4-layer random BERT with the real WordPiece vocabulary, 64 examples, 2-4 steps: proves the plumbing only.
   MINILM=$R/tiny_bert; DATA=${DATA:-../shared/data}; LAYERS=2; SST2_SEEDS=42; MRPC_SEEDS="42 43"; MAX_PAR=3
-  T_TEACHER=900; T_SST2=900; T_MRPC=900   # a shared 2-core CPU compiles slowly
+  T_TEACHER=900; T_SST2=900; T_MRPC=900; DEADLINE_S=3600   # a shared 2-core CPU compiles slowly
   $PY - "$MINILM" "$DATA" <<'EOF'
 import shutil, sys, transformers
 from int4jax.tokenizers import shared_tokenizer_dir
@@ -63,6 +65,9 @@ VARIANTS=(
 run() {  # run <timeout> <name> <args...>: one experiments.glue process, its wall and rc into walls.txt
   local t=$1 name=$2; shift 2
   local t1=$(date +%s)
+  local left=$(( DEADLINE_S - (t1 - T0) ))
+  if [ "$left" -lt 20 ]; then echo "$name skipped (deadline) start=$(( t1 - T0 ))s" >> "$R/walls.txt"; return; fi
+  [ "$t" -gt "$left" ] && t=$left
   timeout "$t" $PY -m experiments.glue --model="$MINILM" --git_commit="$SHA" --log_every_steps=100 "$@" \
       --workdir="$R/$name" > "$L/$name.log" 2>&1
   echo "$name rc=$? wall=$(( $(date +%s) - t1 ))s start=$(( t1 - T0 ))s" >> "$R/walls.txt"
