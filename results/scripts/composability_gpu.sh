@@ -22,7 +22,9 @@ set -u
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=.
 PY=${PYTHON:-python3}
 SHA=${1:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
-R=${RUNS:-/tmp/composability_runs}; L=$R/logs; rm -rf "$R"; mkdir -p "$L" "$OUT"
+R=${RUNS:-/tmp/composability_runs}; L=$R/logs
+# KEEP_RUNS=1 keeps $R and reuses teachers that finished there (a re-run after a cut; the CPU smoke).
+[ "${KEEP_RUNS:-0}" = 1 ] || rm -rf "$R"; mkdir -p "$L" "$OUT"; rm -f "$R/walls.txt"
 SST2_SEEDS=${SST2_SEEDS:-42}; MRPC_SEEDS=${MRPC_SEEDS:-42 43 44}; MAX_PAR=${MAX_PAR:-7}
 DEADLINE_S=${DEADLINE_S:-340}; T_TEACHER=${T_TEACHER:-150}; T_SST2=${T_SST2:-210}; T_MRPC=${T_MRPC:-120}
 SST2_T="--num_train_steps=2000 --eval_every_steps=500"
@@ -32,9 +34,10 @@ MRPC_S="--num_epochs=3 --eval_every_steps=43 --mask_update_every=20"
 LAYERS=3
 if [ "${SMOKE:-0}" = 1 ]; then
   # A 4-layer random BERT with the real WordPiece vocabulary, 64 examples, 2-4 steps: proves the plumbing only.
-  MINILM=$R/tiny_bert; DATA=${DATA:-../shared/data}; LAYERS=2; SST2_SEEDS=42; MRPC_SEEDS="42 43"; MAX_PAR=3
+  MINILM=$R/tiny_bert; DATA=${DATA:-../shared/data}; LAYERS=2; SST2_SEEDS=42; MRPC_SEEDS=${MRPC_SEEDS:-42}
+  MAX_PAR=7
   T_TEACHER=900; T_SST2=900; T_MRPC=900; DEADLINE_S=3600   # a shared 2-core CPU compiles slowly
-  $PY - "$MINILM" "$DATA" <<'EOF'
+  [ -f "$MINILM/config.json" ] || $PY - "$MINILM" "$DATA" <<'EOF'
 import shutil, sys, transformers
 from int4jax.tokenizers import shared_tokenizer_dir
 cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
@@ -76,7 +79,11 @@ run() {  # run <timeout> <name> <args...>: one experiments.glue process, its wal
 pipeline() {  # pipeline <task> <data subdir> <teacher flags> <student flags> <student timeout> <seeds>
   local task=$1 sub=$2 tflags=$3 sflags=$4 ts=$5 seeds=$6
   local common="--task=$task --data_dir=$DATA/glue/$sub"
-  run "$T_TEACHER" "${task}_fp32" $common --bits=fp32 $tflags
+  if [ "${KEEP_RUNS:-0}" = 1 ] && [ -d "$R/${task}_fp32/checkpoints/best" ]; then
+    echo "${task}_fp32 reused" >> "$R/walls.txt"
+  else
+    run "$T_TEACHER" "${task}_fp32" $common --bits=fp32 $tflags
+  fi
   local jobs=0
   for seed in $seeds; do for v in "${VARIANTS[@]}"; do
     local name=${v%%|*} flags=${v#*|}
