@@ -132,7 +132,9 @@ def write(runs_json: dict, out: str) -> None:
       per_seed = ", ".join(f"{r['seed']}: {_fmt(r['best']['accuracy'] if r['best'] else None)}"
                            + ("" if r["complete"] else "*") for r in sorted(rows, key=lambda r: str(r["seed"])))
       lines.append(f"| {desc} | {_fmt(st['mean'])} | {_fmt(st['std'])} | {_fmt(st['gap'], sign=True)} | {per_seed} | "
-                   f"{_fmt(st['f1_mean'])} | {rows[0]['steps']} × {rows[0]['batch']} | {paper} |")
+                   f"{_fmt(st['f1_mean'])} | {rows[0]['steps']} × {rows[0]['batch']}"
+                   + (f" (first {rows[0]['max_train_examples']} ex.)" if rows[0]["max_train_examples"] else "")
+                   + f" | {paper} |")
     st = t.get("stats", {}).get("s24_static_pq")
     if st and st["gap"] is not None:
       target_met.append((task, st["gap"] >= -TARGET))
@@ -143,8 +145,8 @@ def write(runs_json: dict, out: str) -> None:
         ", ".join(f"{task}: {'yes' if ok else 'no'}" for task, ok in target_met)), ""]
   lines += ["\\* run did not reach its last evaluation (timeout); its best so far is shown.", "",
             "P=>Q and Q=>P with a static magnitude mask are bit-identical by construction (symmetric per-channel",
-            "scales: each column's largest |w| is the largest of its group and is kept), so their rows must agree",
-            "exactly; with movement masks they differ (quant/sparsity.py docstring).", "",
+            "scales: each column's largest |w| is the largest of its group and is kept; same forward, same gradients), so",
+            "their rows should agree exactly; with movement masks they differ (quant/sparsity.py docstring).", "",
             "Storage (int4jax/quant/formats.compress_nm, per weight before scales): dense INT4 0.5 B/param, 2:4 INT4",
             "0.375 B/param (values 0.25 + 2-bit indices 0.125), 1:4 INT4 0.1875 B/param.", "",
             f"- Commit: `{runs_json.get('git_commit')}`", "- GPU / versions: `" +
@@ -176,7 +178,7 @@ def main(argv=None):
   if not a.runs_json:
     p.error("give the composability_runs.json of a GPU run, or --gather RUNS_DIR")
   write(json.load(open(a.runs_json)), a.out)
-  print(open(a.out + ".md").read())
+  print(f"wrote {a.out}.md and {a.out}.json")
 
 
 if __name__ == "__main__":
