@@ -28,7 +28,7 @@ def test_sparse_w4a4_smoke_run_through_the_launcher(tmp_path):
   assert json.loads((student / "policy.json").read_text())["name"] == "w4a4_sym_2of4movement-qp"
   assert json.loads((tmp_path / "fp32" / "policy.json").read_text())["name"] == "fp32"   # the teacher is dense
   cfg = glue_task.load_run_config(str(student))
-  model, _ = glue_task.build_model(cfg, glue_task.make_policy_for(cfg), load_weights=False)
+  model, _ = glue_task.build_model(cfg, cfg.make_policy(), load_weights=False)
   params = checkpoint.restore(os.path.join(student, "checkpoints", "best"),
                               {"params": glue_task.abstract_params(model, cfg)})[0]["params"]
   mask = np.asarray(params["encoder"]["layer_0"]["intermediate"][sparsity.MASK])          # [K=64, 128]
