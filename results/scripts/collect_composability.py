@@ -66,12 +66,13 @@ def _variant_and_seed(name: str, task: str):
 def summarize(runs_json: dict) -> dict:
   tasks = {}
   for name, rec in runs_json["runs"].items():
-    task = rec["config"].get("glue", {}).get("task")
+    glue = rec["config"].get("run") or rec["config"].get("glue") or {}   # config.json: {"train", "kind", "run"}
+    task = glue.get("task")
     if task is None:
       continue
     variant, seed = _variant_and_seed(name, task)
     t = tasks.setdefault(task, {"teacher": None, "variants": {}})
-    glue, train = rec["config"]["glue"], rec["config"].get("train", {})
+    train = rec["config"].get("train", {})
     best = _best(rec)
     row = {"seed": seed, "best": best, "complete": bool(rec.get("summary")) and best is not None
            and best["last_step"] == train.get("num_train_steps"),
