@@ -18,6 +18,15 @@ Our real run (results/glue_sst2_minilm.md): all-MiniLM-L6-v2 on SST-2 from TSV f
     python -m experiments.glue --task=sst2 --model=$MINILM --data_dir=../shared/data/glue/SST-2 --bits=w4a4 \
         --quant_mode=asym --teacher=runs/sst2_fp32 --workdir=runs/sst2_w4a4_asym
 
+Composability (issue 14, results/composability.md): W4A4 + 2:4 sparsity (N kept of M along K; --prune=static
+from the teacher's |W| or movement, --order=pq prune-then-quantize or qp), 75% as --sparsity=1:4, FFN only as
+--sparsity=2:4@ffn, and a 3-layer student of a 6-layer teacher (teacher layers 1, 3, 5, or --layer_map):
+
+    python -m experiments.glue --task=sst2 --model=$MINILM --bits=w4a4 --teacher=runs/sst2_fp32 \
+        --sparsity=2:4 --prune=static --order=pq --workdir=runs/sst2_w4a4_2of4
+    python -m experiments.glue --task=sst2 --model=$MINILM --bits=w4a4 --teacher=runs/sst2_fp32 --num_layers=3 \
+        --workdir=runs/sst2_w4a4_l3
+
 The design card's command, `python -m experiments.glue --model=bert_base --bits=w4a4`, runs as written: a quantized
 run without --teacher first trains (or reuses, when it is already done) its FP32 teacher in <workdir>/teacher and
 says so. Without --bits the launcher runs both stages (fp32 teacher into <workdir>/fp32, then w4a4 into
@@ -74,18 +83,40 @@ def define_flags() -> None:
   flags.DEFINE_list("seeds", None, "Run once per seed into <workdir>/seed<s>; report mean and std (e.g. 1,2,3).")
   flags.DEFINE_string("jax_cache_dir", None, "JAX persistent compilation cache folder (default "
                       "$INT4JAX_JAX_CACHE or ~/.cache/int4jax/jax); 'none' turns it off.")
+  flags.DEFINE_string("sparsity", None, "N:M sparsity of the student's quantized weights along K, N kept of M: "
+                      "2:4 (50%), 1:4 (75%); optionally scoped, e.g. 2:4@ffn (scopes: all, ffn, attn, a GEMM type).")
+  flags.DEFINE_enum("prune", None, ["static", "movement"], "Masks from the teacher's |W| (fixed) or movement "
+                    "pruning.")
+  flags.DEFINE_enum("order", None, ["pq", "qp"], "pq: prune then quantize (scales of the pruned weight); qp: "
+                    "quantize then prune.")
+  flags.DEFINE_integer("mask_update_every", None, "Movement pruning: steps between mask recomputations "
+                       "(default 100).")
+  flags.DEFINE_integer("num_layers", None, "Encoder layers of a layer-reduced student (default: the teacher's).")
+  flags.DEFINE_list("layer_map", None, "Teacher layer of each student layer, 0-based, e.g. 1,3,5 (default: "
+                    "uniform, ending on the teacher's last layer).")
+
+
+STUDENT_ONLY = ("sparsity", "prune", "order", "mask_update_every", "num_layers", "layer_map")
 
 
 def task_overrides() -> dict:
   o = common.common_overrides()
   o.update(max_seq_length=FLAGS.max_seq_length, max_train_examples=FLAGS.max_train_examples, budget=FLAGS.budget,
            augment=FLAGS.augment, augment_cache=FLAGS.augment_cache, qat=FLAGS.qat)
+  o.update({n: getattr(FLAGS, n) for n in STUDENT_ONLY if n != "layer_map"})
+  if FLAGS.layer_map:
+    try:
+      o["layer_map"] = tuple(int(i) for i in FLAGS.layer_map)
+    except ValueError:
+      raise app.UsageError(f"--layer_map={','.join(FLAGS.layer_map)} must be comma-separated integers") from None
   return o
 
 
 def resolve(bits: str, teacher: str | None):
   from int4jax.tasks import glue as glue_task  # pylint: disable=g-import-not-at-top  (flags parse before jax starts)
   o = task_overrides()
+  if bits == "fp32" and FLAGS.bits != "fp32":  # the two-stage default's teacher: dense and full depth
+    o = {k: v for k, v in o.items() if k not in STUDENT_ONLY}
   o.pop("bits"), o.pop("teacher")
   quant_mode = o.pop("quant_mode") or "sym"
   data_dir = o.pop("data_dir")

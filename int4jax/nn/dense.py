@@ -14,6 +14,10 @@ integer params of `int_gemm` instead of a float kernel (written by `int4jax.infe
 kernels; its activation is quantized per token by the kernels, straight from the pre-LayerNorm input when the model
 passes `pre_ln`. Layers the policy keeps float run the float path on whatever kernel dtype they hold (bf16 in a
 packed checkpoint). `int_mode=None` (the default) is the fake-quant mode above, unchanged.
+
+N:M sparsity (quant/sparsity.py): when the policy gives this layer a `SparsitySpec`, QDense holds its mask (and a
+movement score) as params `nm_mask` / `nm_score` beside the kernel (initialised dense here; `sparsity.init_state`
+sets them) and computes the effective weight Q(M*W) or M*Q(W) per the spec's order.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import jax.numpy as jnp
 
 from int4jax.nn import int_gemm
 from int4jax.quant import numerics as quant
+from int4jax.quant import sparsity
 from int4jax.quant.policy import QuantPolicy
 
 # Collection that QDense sows the effective (fake-quantized) operands into when a caller makes it mutable.
@@ -62,6 +67,12 @@ class QDense(nn.Module):
       return None, None
     return self.policy.resolve(self.module_path, self.gemm)
 
+  def sparsity_spec(self):
+    """The N:M sparsity of this layer's weight (None: dense)."""
+    if self.policy is None or not hasattr(self.policy, "resolve_sparsity"):
+      return None
+    return self.policy.resolve_sparsity(self.module_path, self.gemm)
+
   @nn.compact
   def __call__(self, x: jax.Array, *, pre_ln=None, gelu: bool = False) -> jax.Array:
     """x: [..., K] -> [..., features]; `gelu=True` applies the exact (erf) GELU to the output.
@@ -94,7 +105,15 @@ class QDense(nn.Module):
       # Per-token dynamic quantization of the GEMM input, computed in float32 whatever the compute dtype.
       x = quant.fake_quant(x.astype(jnp.float32), a_spec, axis=-1)
       self.sow(QUANT_TAPS, "input", x)
-    if w_spec is not None:
+    sparse = self.sparsity_spec()
+    if sparse is not None:
+      sparsity.check_divisible(kernel.shape[0], sparse, self.module_path)
+      mask = self.param(sparsity.MASK, nn.initializers.ones, kernel.shape, jnp.float32)
+      if sparse.method == "movement":
+        self.param(sparsity.SCORE, nn.initializers.zeros, kernel.shape, jnp.float32)
+      kernel = sparsity.sparse_weight(kernel, mask, sparse, w_spec)
+      self.sow(QUANT_TAPS, "kernel", kernel)
+    elif w_spec is not None:
       kernel = quant.fake_quant(kernel, w_spec, axis=0)
       self.sow(QUANT_TAPS, "kernel", kernel)
     # jax.lax.dot_general looked up at call time (not jnp.dot): the same product, and visible to libraries that

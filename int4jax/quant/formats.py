@@ -298,3 +298,84 @@ def unpack_ternary(p: jax.Array, *, axis: int = -1) -> jax.Array:
   v = jnp.moveaxis(p.astype(jnp.int32), axis, -1)
   codes = jnp.stack([(v >> (2 * j)) & 0x3 for j in range(4)], axis=-1).reshape(v.shape[:-1] + (4 * v.shape[-1],))
   return jnp.moveaxis((codes - 1).astype(jnp.int8), -1, axis % p.ndim)
+
+
+# ----------------------------------------------------------------------------------------------
+# N:M-sparse INT4 weights, compressed (quant/sparsity.py makes the masks)
+#
+# A weight (N, K) int4 whose every group of M consecutive values along K holds at most N_keep non-zeros (2:4, 1:4)
+# is stored as
+#   values  (N, K*N_keep/M // 2) uint8: the kept int4 values of each row in K order, packed with `pack_int4`;
+#   indices (N, K*N_keep/M // 4) uint8: each kept value's position inside its group (0..M-1, 2 bits since M <= 4),
+#           four per byte, the first in the LOWEST two bits (the nibble order of pack_int4, one level down),
+#           within a group in increasing position: NVIDIA's 2:4 metadata order.
+# Scales are the dense weight's (one float32 per output channel, or per group along K) and are not changed.
+# Worked example, 2:4, one row K=8: [0, 3, 0, -2 | 5, 0, 0, 1] keeps [3, -2, 5, 1] at positions [1, 3, 0, 3];
+#   values  = pack_int4([3, -2, 5, 1]) = [0xE3, 0x15]   (3 | 0xE << 4; 5 | 1 << 4)
+#   indices = [1 | 3 << 2 | 0 << 4 | 3 << 6] = [0xCD]
+#   3 bytes for 8 weights: 0.375 bytes per parameter, against 0.5 for dense int4 (and 1/4 of that again for 1:4:
+#   values 0.125 + indices 0.0625 = 0.1875), before scales.
+# A group with fewer than N_keep non-zeros stores explicit zeros at its lowest free positions, so any weight
+# that fits the pattern round-trips exactly.
+
+_NM_INDEX_BITS = 2
+
+
+def _check_nm(q: np.ndarray, n_keep: int, m: int) -> None:
+  if not (0 < n_keep < m <= 1 << _NM_INDEX_BITS):
+    raise ValueError(f"compress_nm: pattern {n_keep}:{m} needs 0 < N < M <= 4 (2-bit indices)")
+  if q.ndim != 2:
+    raise ValueError(f"compress_nm: expects a 2-D (N, K) weight, got shape {q.shape}")
+  k = q.shape[1]
+  kept = k * n_keep // m if k % m == 0 else None
+  if kept is None or kept % 4:
+    raise ValueError(f"compress_nm: K={k} must be a multiple of M={m} with K*N/M={k * n_keep / m:g} a multiple of "
+                     f"4 (two values per byte, four indices per byte)")
+  if q.size and (q.min() < -8 or q.max() > 7):
+    raise ValueError(f"compress_nm: int4 values must lie in [-8, 7], got [{q.min()}, {q.max()}]")
+  nonzero = (q.reshape(q.shape[0], k // m, m) != 0).sum(-1)
+  if nonzero.max(initial=0) > n_keep:
+    row, group = np.argwhere(nonzero > n_keep)[0]
+    raise ValueError(f"compress_nm: row {row}, group {group} has {nonzero[row, group]} non-zeros; "
+                     f"a {n_keep}:{m} weight has at most {n_keep}")
+
+
+def compress_nm(q, n_keep: int = 2, m: int = 4) -> tuple[np.ndarray, np.ndarray]:
+  """(values, indices) of an N:M-sparse int4 weight (N, K), layout above. NumPy, host side (export time)."""
+  q = np.asarray(q).astype(np.int64)
+  _check_nm(q, n_keep, m)
+  rows, k = q.shape
+  g = q.reshape(rows, k // m, m)
+  # Kept positions per group: the non-zeros first (stable, in increasing position), padded with the lowest zeros.
+  pos = np.argsort(g == 0, axis=-1, kind="stable")[..., :n_keep]
+  pos = np.sort(pos, axis=-1)
+  values = np.take_along_axis(g, pos, axis=-1).reshape(rows, -1)
+  idx = pos.reshape(rows, -1, 4)
+  indices = (idx[..., 0] | idx[..., 1] << 2 | idx[..., 2] << 4 | idx[..., 3] << 6).astype(np.uint8)
+  return pack_int4_np(values), indices
+
+
+def decompress_nm(values: np.ndarray, indices: np.ndarray, n_keep: int = 2, m: int = 4) -> np.ndarray:
+  """Inverse of `compress_nm`: (values, indices) -> dense int8 (N, K)."""
+  vals = unpack_int4_np(values).astype(np.int64)
+  ind = np.asarray(indices).astype(np.int64)
+  pos = np.stack([(ind >> s) & 3 for s in (0, 2, 4, 6)], axis=-1).reshape(ind.shape[0], -1)
+  if pos.shape != vals.shape:
+    raise ValueError(f"decompress_nm: {vals.shape[1]} values vs {pos.shape[1]} indices per row")
+  rows, kept = vals.shape
+  groups = kept // n_keep
+  dense = np.zeros((rows, groups, m), np.int64)
+  np.put_along_axis(dense, pos.reshape(rows, groups, n_keep), vals.reshape(rows, groups, n_keep), axis=-1)
+  return dense.reshape(rows, groups * m).astype(np.int8)
+
+
+def nm_storage_bytes(shape: tuple[int, int], n_keep: int = 2, m: int = 4, *, scale_bytes: int = 0) -> dict:
+  """Bytes of a compressed N:M int4 weight of `shape` (N, K) and bytes per (dense) parameter, with the dense int4
+  size beside it; `scale_bytes` (e.g. 4 * N for per-channel fp32 scales) is added to both."""
+  rows, k = shape
+  kept = rows * k * n_keep // m
+  values, indices = kept // 2, kept * _NM_INDEX_BITS // 8
+  total = values + indices + scale_bytes
+  dense = rows * k // 2 + scale_bytes
+  return {"values_bytes": values, "index_bytes": indices, "scale_bytes": scale_bytes, "total_bytes": total,
+          "bytes_per_param": total / (rows * k), "dense_int4_bytes_per_param": dense / (rows * k)}

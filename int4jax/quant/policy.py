@@ -15,6 +15,13 @@ Format presets (numerics module doc has the definitions), for weights and activa
   w1.58a8     BitNet b1.58 ternary weights (absmean, one scale per weight matrix), INT8 per-token activations.
 They are symmetric by construction and fix their own blocks: `symmetric=False` (--quant_mode=asym) and
 `weight_group_size` raise ValueError for them.
+
+N:M sparsity (quant/sparsity.py) rides on a rule: `QuantRule.sparsity` prunes the weights the rule quantizes, and
+`QuantRule.gemms` (None = any) restricts a rule to some GEMM types. One string names a sparse preset:
+`w4a4+2:4` (all four GEMM types), `w4a4+2:4@ffn` (ffn_in and ffn_out only; other scopes: attn = qkv + attn_out,
+all, or one GEMM type name), parsed by `parse_preset` and built by `make_policy_from_string`. Method (static /
+movement) and order (pq / qp) are keyword arguments (the launcher's --prune / --order). A sparse rule without a
+weight quantizer, or whose GEMM types the policy leaves float, is an error: sparsity here is INT weights + masks.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import re
 from typing import Iterable
 
 from int4jax.quant.numerics import QuantSpec, mxfp4_spec, nvfp4_spec, ternary_spec
+from int4jax.quant.sparsity import SparsitySpec
 
 GEMM_TYPES = ("qkv", "attn_out", "ffn_in", "ffn_out")
 INT_PRESETS = ("fp32", "w8a8", "w4a8", "w4a4", "w4a16", "w8a16")
@@ -48,8 +56,17 @@ class QuantRule:
   pattern: str               # regex, re.search against the module path "a/b/c"
   weight: QuantSpec | None
   act: QuantSpec | None
+  sparsity: SparsitySpec | None = None   # N:M pruning of this rule's weights (quant/sparsity.py)
+  gemms: frozenset[str] | None = None    # GEMM types this rule applies to; None: any
 
   def __post_init__(self):
+    if self.gemms is not None:
+      object.__setattr__(self, "gemms", _check_gemms(self.gemms))
+    if self.sparsity is not None and not isinstance(self.sparsity, SparsitySpec):
+      raise ValueError(f"QuantRule.sparsity must be a SparsitySpec or None, got {type(self.sparsity).__name__}")
+    if self.sparsity is not None and self.weight is None:
+      raise ValueError(f"QuantRule {self.pattern!r}: sparsity {self.sparsity.pattern} on a float GEMM (no weight "
+                       f"quantizer); N:M sparsity is only defined here together with integer weights")
     try:
       re.compile(self.pattern)
     except re.error as e:
@@ -60,13 +77,23 @@ class QuantRule:
         raise ValueError(f"QuantRule.{field} must be a QuantSpec or None, got {type(v).__name__}")
 
   def to_dict(self) -> dict:
-    return {"pattern": self.pattern, "weight": None if self.weight is None else self.weight.to_dict(),
-            "act": None if self.act is None else self.act.to_dict()}
+    d = {"pattern": self.pattern, "weight": None if self.weight is None else self.weight.to_dict(),
+         "act": None if self.act is None else self.act.to_dict()}
+    if self.sparsity is not None:
+      d["sparsity"] = self.sparsity.to_dict()
+    if self.gemms is not None:
+      d["gemms"] = [g for g in GEMM_TYPES if g in self.gemms]
+    return d
 
   @classmethod
   def from_dict(cls, d: dict) -> "QuantRule":
     spec = lambda v: None if v is None else QuantSpec.from_dict(v)
-    return cls(pattern=d["pattern"], weight=spec(d["weight"]), act=spec(d["act"]))
+    sparsity = None if d.get("sparsity") is None else SparsitySpec.from_dict(d["sparsity"])
+    gemms = None if d.get("gemms") is None else frozenset(d["gemms"])
+    return cls(pattern=d["pattern"], weight=spec(d["weight"]), act=spec(d["act"]), sparsity=sparsity, gemms=gemms)
+
+  def matches(self, path: str, gemm: str) -> bool:
+    return (self.gemms is None or gemm in self.gemms) and re.search(self.pattern, path) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,19 +105,34 @@ class QuantPolicy:
   def __post_init__(self):
     object.__setattr__(self, "rules", tuple(self.rules))
     object.__setattr__(self, "gemms", _check_gemms(self.gemms))
+    for rule in self.rules:
+      if rule.sparsity is not None and not (rule.gemms or frozenset(GEMM_TYPES)) & self.gemms:
+        raise ValueError(f"policy {self.name!r}: sparsity {rule.sparsity.pattern} on GEMM types "
+                         f"{sorted(rule.gemms or GEMM_TYPES)}, which this policy keeps float (gemms="
+                         f"{sorted(self.gemms)}); sparsity needs integer weights")
 
-  def resolve(self, path: str, gemm: str | None) -> tuple[QuantSpec | None, QuantSpec | None]:
-    """(weight_spec, act_spec) for the Dense at `path`; (None, None) when it stays float."""
+  def _rule(self, path: str, gemm: str | None) -> QuantRule | None:
     if gemm is None:
-      return None, None
+      return None
     if gemm not in GEMM_TYPES:  # a typo would otherwise silently leave a layer float
       raise ValueError(f"unknown GEMM type {gemm!r} at {path!r}; valid: {list(GEMM_TYPES)} or None")
     if gemm not in self.gemms:
-      return None, None
-    for rule in self.rules:
-      if re.search(rule.pattern, path):
-        return rule.weight, rule.act
-    return None, None
+      return None
+    return next((rule for rule in self.rules if rule.matches(path, gemm)), None)
+
+  def resolve_sparsity(self, path: str, gemm: str | None) -> SparsitySpec | None:
+    """The N:M sparsity of the Dense at `path` (None: dense)."""
+    rule = self._rule(path, gemm)
+    return None if rule is None else rule.sparsity
+
+  @property
+  def is_sparse(self) -> bool:
+    return any(r.sparsity is not None for r in self.rules)
+
+  def resolve(self, path: str, gemm: str | None) -> tuple[QuantSpec | None, QuantSpec | None]:
+    """(weight_spec, act_spec) for the Dense at `path`; (None, None) when it stays float."""
+    rule = self._rule(path, gemm)
+    return (None, None) if rule is None else (rule.weight, rule.act)
 
   @property
   def is_float(self) -> bool:
@@ -140,19 +182,66 @@ def _preset_specs(preset: str, symmetric: bool, weight_group_size: int | None, w
 
 def make_policy(preset: str, *, symmetric: bool = True, gemms: Iterable[str] | str = GEMM_TYPES,
                 weight_group_size: int | None = None, weight_clip: tuple[float, float] | None = None,
-                act_clip: tuple[float, float] | None = None) -> QuantPolicy:
+                act_clip: tuple[float, float] | None = None, sparsity: SparsitySpec | None = None,
+                sparsity_gemms: Iterable[str] | None = None) -> QuantPolicy:
   """Policy for one of PRESETS. Name: "fp32", a format preset's own name, or f"{preset}_{sym|asym}" plus
-  "_g{group_size}" when grouped."""
+  "_g{group_size}" when grouped, plus "_{N}of{M}{static|movement}-{pq|qp}" (and "@gemm,..." when scoped) when
+  `sparsity` prunes the weights of `sparsity_gemms` (None: every quantized GEMM type)."""
   w, a = _preset_specs(preset, symmetric, weight_group_size, weight_clip, act_clip)
   gemms = _check_gemms(gemms)
+  if sparsity is not None and w is None:
+    raise ValueError(f"sparsity {sparsity.pattern} on preset {preset!r}, whose GEMMs have float weights; "
+                     f"N:M sparsity needs integer weights (e.g. w4a4)")
   if w is None and a is None:
     return QuantPolicy(name="fp32", rules=(), gemms=gemms)
   if preset in FORMAT_PRESETS:
+    if sparsity is not None:
+      raise ValueError(f"N:M sparsity is implemented for integer weights; preset {preset!r} is a 4-bit float or "
+                       "ternary format")
     return QuantPolicy(name=preset, rules=(QuantRule(pattern=".*", weight=w, act=a),), gemms=gemms)
   name = f"{preset}_{'sym' if symmetric else 'asym'}"
   if weight_group_size is not None:
     name += f"_g{weight_group_size}"
-  return QuantPolicy(name=name, rules=(QuantRule(pattern=".*", weight=w, act=a),), gemms=gemms)
+  rules = (QuantRule(pattern=".*", weight=w, act=a),)
+  if sparsity is not None:
+    scope = None if sparsity_gemms is None else _check_gemms(sparsity_gemms)
+    name += f"_{sparsity.n}of{sparsity.m}{sparsity.method}-{sparsity.order}"
+    if scope is not None:
+      name += "@" + ",".join(g for g in GEMM_TYPES if g in scope)
+    sparse_rule = QuantRule(pattern=".*", weight=w, act=a, sparsity=sparsity, gemms=scope)
+    rules = (sparse_rule,) if scope is None else (sparse_rule,) + rules
+  return QuantPolicy(name=name, rules=rules, gemms=gemms)
+
+
+SPARSITY_SCOPES = {"all": None, "ffn": ("ffn_in", "ffn_out"), "attn": ("qkv", "attn_out"),
+                   **{g: (g,) for g in GEMM_TYPES}}
+_PRESET_STRING_RE = re.compile(r"^(?P<preset>[a-z0-9]+)(\+(?P<pattern>[^@]+))?(@(?P<scope>.+))?$")
+
+
+def parse_preset(text: str) -> tuple[str, str | None, str]:
+  """'w4a4+2:4@ffn' -> ('w4a4', '2:4', 'ffn'); 'w4a4' -> ('w4a4', None, 'all'). Checks each part."""
+  match = _PRESET_STRING_RE.match(str(text).strip().lower())
+  if not match:
+    raise ValueError(f"preset {text!r} must look like PRESET[+N:M][@SCOPE], e.g. w4a4+2:4@ffn")
+  preset, pattern, scope = match.group("preset"), match.group("pattern"), match.group("scope") or "all"
+  if preset not in _PRESET_BITS:
+    raise ValueError(f"unknown preset {preset!r} in {text!r}; valid: {list(PRESETS)}")
+  if scope not in SPARSITY_SCOPES:
+    raise ValueError(f"unknown sparsity scope {scope!r} in {text!r}; valid: {sorted(SPARSITY_SCOPES)}")
+  if pattern is None and match.group("scope"):
+    raise ValueError(f"preset {text!r} names a scope but no N:M pattern")
+  if pattern is not None:
+    SparsitySpec.parse(pattern)
+  return preset, pattern, scope
+
+
+def make_policy_from_string(text: str, *, method: str = "static", order: str = "pq", update_every: int = 100,
+                            **kwargs) -> QuantPolicy:
+  """`make_policy` for a preset string PRESET[+N:M][@SCOPE] (module docstring); kwargs as make_policy."""
+  preset, pattern, scope = parse_preset(text)
+  sparsity = None if pattern is None else SparsitySpec.parse(pattern, method=method, order=order,
+                                                             update_every=update_every)
+  return make_policy(preset, sparsity=sparsity, sparsity_gemms=SPARSITY_SCOPES[scope], **kwargs)
 
 
 def spec_summary(spec: QuantSpec | None) -> str:

@@ -27,6 +27,10 @@ The paper's recipe beyond Table C.1 (selectable, off by default so earlier runs 
   LR_GRID         the learning rates of Table C.5 (searched by experiments.glue_suite; the paper's "best" row
                   is the per-task maximum over the grid of the best-on-dev checkpoint).
   --qat=qwix      Qwix's QAT on the same GEMMs instead of int4jax's policy (quant/qwix_peer.py): the peer row.
+Composability (issue 14): `sparsity="2:4"` (or "2:4@ffn", quant/policy.py's PRESET+N:M@SCOPE syntax) prunes the
+student's quantized weights N:M along K (quant/sparsity.py; `prune` static|movement, `order` pq|qp,
+`mask_update_every` for movement); `num_layers` builds a student with fewer encoder layers, initialised from and
+distilled from teacher layers `layer_map` (default: distill.uniform_layer_map, 6 -> 3: teacher layers 1, 3, 5).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ from int4jax.models import registry
 from int4jax.models.family import architecture
 from int4jax.models.outputs import Taps
 from int4jax.tasks import base
-from int4jax.quant.policy import PRESETS
+from int4jax.quant import sparsity as nm_sparsity
+from int4jax.quant.policy import PRESETS, make_policy_from_string
 
 SYNTHETIC = "synthetic"
 
@@ -85,17 +90,20 @@ class GlueRunConfig(base.RunConfig):
   task: str
   max_seq_length: int = 128
   max_train_examples: int | None = None    # a prefix of the train split, for quick runs
+  # Composability (issue 14): N:M sparsity of the quantized weights, and a layer-reduced student.
+  sparsity: str | None = None              # "N:M" or "N:M@scope" (scope: all, ffn, attn, a GEMM type)
+  prune: str = "static"                    # static (|W| of the teacher, fixed) | movement
+  order: str = "pq"                        # pq: prune then quantize | qp: quantize then prune
+  mask_update_every: int = 100             # movement: steps between mask recomputations
+  num_layers: int | None = None            # student encoder layers (None: the teacher's)
+  layer_map: tuple[int, ...] | None = None  # student layer i <- teacher layer layer_map[i]
+
   budget: str | None = None                # Table C.4 budget "A" / "B" / "C": sets num_epochs (students)
   augment: int = 0                         # TinyBERT-style copies per train example (students; data/augment.py)
   augment_cache: str | None = None         # folder or .jsonl.gz of the augmentation cache (default ~/.cache)
   qat: str = "int4jax"                     # "qwix": Qwix's QAT on the same GEMMs instead (quant/qwix_peer.py)
 
   RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("augment_cache",)
-
-  def make_policy(self):
-    if self.qat == "qwix":  # Qwix quantizes by interception: the model itself stays float
-      return dataclasses.replace(self, bits=base.FLOAT_BITS, teacher=None, qat="int4jax").make_policy()
-    return super().make_policy()
 
   def validate(self) -> "GlueRunConfig":
     if self.bits in PRESETS and self.quantized and not self.teacher:
@@ -119,7 +127,34 @@ class GlueRunConfig(base.RunConfig):
       if self.kd_losses and "gt" in self.kd_losses:
         raise ValueError("--augment: augmented examples have no ground truth (the teacher labels them); drop 'gt' "
                          "from --kd_losses")
+    if self.sparsity is not None:
+      if not self.quantized:
+        raise ValueError(f"--sparsity={self.sparsity} on a float GEMM (--bits=fp32): N:M sparsity is applied to the "
+                         f"quantized weights of a student; use e.g. --bits=w4a4")
+      self.make_policy()  # parses the pattern / scope; sparsity on GEMMs that --gemms leaves float raises here
+    if (self.num_layers is not None or self.layer_map is not None) and not self.quantized:
+      raise ValueError("--num_layers / --layer_map build a layer-reduced student, which needs a teacher (--bits "
+                       "other than fp32 and --teacher)")
     return self
+
+  def make_policy(self):
+    """base.RunConfig.make_policy, plus the N:M sparsity of --sparsity / --prune / --order; --qat=qwix keeps the
+    model float (Qwix quantizes by interception)."""
+    if self.qat == "qwix":
+      if self.sparsity is not None:
+        raise ValueError("--qat=qwix cannot be combined with --sparsity")
+      return dataclasses.replace(self, bits=base.FLOAT_BITS, teacher=None, qat="int4jax").make_policy()
+    if self.sparsity is None or not self.quantized:
+      return super().make_policy()
+    return make_policy_from_string(f"{self.bits}+{self.sparsity}", method=self.prune, order=self.order,
+                                   update_every=self.mask_update_every, symmetric=self.symmetric, gemms=self.gemms,
+                                   weight_group_size=self.weight_group_size, weight_clip=self.weight_clip,
+                                   act_clip=self.act_clip)
+
+  def teacher_view(self) -> "GlueRunConfig":
+    """This run's teacher: fp32, dense, full depth."""
+    return dataclasses.replace(self, bits="fp32", teacher=None, sparsity=None, num_layers=None, layer_map=None,
+                               qat="int4jax", augment=0, budget=None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,7 +221,24 @@ def resolve_config(task: str, model: str, bits: str = "fp32", *, quant_mode: str
     raise ValueError(f"unknown GLUE config field(s) {unknown}")
   cfg = GlueRunConfig(task=task, model=model, bits=bits, quant_mode=quant_mode, teacher=teacher,
                       data_dir=data_dir, **values)
-  return cfg.validate().with_absolute_paths()
+  return _resolve_layer_map(cfg.validate()).with_absolute_paths()
+
+
+def _resolve_layer_map(cfg: GlueRunConfig) -> GlueRunConfig:
+  """A layer-reduced student's num_layers and layer_map, checked against the teacher's depth (no weights read)."""
+  if cfg.num_layers is None and cfg.layer_map is None:
+    return cfg
+  teacher_layers = registry.get_config(cfg.model).num_layers
+  if cfg.layer_map is not None:
+    distill.validate_layer_map(cfg.layer_map, teacher_layers, cfg.num_layers)
+  num_layers = cfg.num_layers if cfg.num_layers is not None else len(cfg.layer_map)
+  if num_layers < 1:
+    raise ValueError(f"--num_layers={num_layers} must be positive")
+  if num_layers > teacher_layers:
+    raise ValueError(f"--num_layers={num_layers} is more than the teacher's {teacher_layers} layers")
+  layer_map = distill.validate_layer_map(cfg.layer_map or distill.uniform_layer_map(num_layers, teacher_layers),
+                                         teacher_layers, num_layers)
+  return dataclasses.replace(cfg, num_layers=num_layers, layer_map=layer_map)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,6 +254,8 @@ class GlueTask:
     self.loss_terms, self.is_regression = tuple(loss_terms), is_regression
     self.metric_name = metrics.primary_metric(task)
     self.taps = Taps(hidden_states="rep" in loss_terms, attention_scores="att" in loss_terms)
+    self.sparse_specs: dict = {}              # {QDense path: SparsitySpec}, set by build_experiment
+    self.layer_map: tuple[int, ...] | None = None
 
   def _forward(self, model, params, batch, *, deterministic, taps, rng=None):
     return model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
@@ -213,8 +267,14 @@ class GlueTask:
     if teacher_params is not None and self.loss_terms != ("gt",):
       teacher = self._forward(self.teacher_model, teacher_params, batch, deterministic=True, taps=self.taps)
     loss, parts = distill.kd_loss(student, teacher, batch["labels"], batch["attention_mask"], self.loss_terms,
-                                  is_regression=self.is_regression)
+                                  is_regression=self.is_regression, layer_map=self.layer_map)
     return loss, {f"loss_{k}": v for k, v in parts.items()}
+
+  def after_update(self, old_params, new_params, grads, step):
+    """N:M masks and movement scores after the optimizer (quant/sparsity.py); identity for dense runs."""
+    if not self.sparse_specs:
+      return new_params
+    return nm_sparsity.after_update(old_params, new_params, grads, step, self.sparse_specs)
 
   def eval_batch(self, params, batch):
     logits = self._forward(self.model, params, batch, deterministic=True, taps=None).logits
@@ -302,6 +362,8 @@ def _model_overrides(cfg: GlueRunConfig, policy) -> dict:
     o["dtype"] = jnp.bfloat16
   if cfg.dropout is not None:
     o.update(hidden_dropout=cfg.dropout, attention_dropout=cfg.dropout)
+  if cfg.num_layers is not None:
+    o["num_layers"] = cfg.num_layers
   return o
 
 
@@ -390,7 +452,12 @@ def build_experiment(cfg: GlueRunConfig) -> Experiment:
   """Validates inputs (model, vocabulary, teacher, data) and builds everything train_and_evaluate needs. No
   training. The cheap checks run first, so a bad flag fails before data or weights are read."""
   config = model_config(cfg)
-  teacher_meta = read_teacher(cfg, config) if cfg.teacher else None
+  sparse_specs = {}
+  if cfg.sparsity is not None:  # the student, abstractly: a pattern that does not divide K raises here
+    sparse_model, _ = build_model(cfg, cfg.make_policy(), load_weights=False)
+    sparse_specs = nm_sparsity.layer_specs(lambda: abstract_params(sparse_model, cfg))
+  teacher_config = config if cfg.layer_map is None else model_config(cfg.teacher_view())
+  teacher_meta = read_teacher(cfg, teacher_config) if cfg.teacher else None
   examples = load_examples(cfg)
   tokenizer = None if cfg.task == SYNTHETIC else _tokenizer(cfg)
   check_model_fits(cfg, config, synthetic.VOCAB_SIZE if tokenizer is None else len(tokenizer))
@@ -403,10 +470,14 @@ def build_experiment(cfg: GlueRunConfig) -> Experiment:
   is_regression = num_labels == 1
   if cfg.teacher:
     model, _ = build_model(cfg, policy, load_weights=False)
-    teacher_cfg = dataclasses.replace(cfg, bits="fp32", teacher=None, qat="int4jax", augment=0, budget=None)
+    teacher_cfg = cfg.teacher_view()
     teacher_model, _ = build_model(teacher_cfg, teacher_cfg.make_policy(), load_weights=False)
     teacher_params, _ = load_teacher(cfg, teacher_model)
     params = jax.tree.map(jnp.array, teacher_params)  # the student starts from the teacher (a separate copy)
+    if cfg.layer_map is not None:
+      params = distill.student_params_from_teacher(params, cfg.layer_map)
+    if sparse_specs:
+      params = nm_sparsity.init_state(params, sparse_specs)
     if cfg.augment:
       train_arrays = _with_augmentation(cfg, examples[0], tokenizer, train_arrays, teacher_params)
       n_train = len(train_arrays["labels"])
@@ -427,11 +498,17 @@ def build_experiment(cfg: GlueRunConfig) -> Experiment:
   if cfg.eval_batch_size % jax.device_count():
     raise ValueError(f"--eval_batch_size={cfg.eval_batch_size} must be a multiple of {jax.device_count()} devices")
   task = GlueTask(cfg.task, model, teacher_model, cfg.kd_losses, is_regression)
+  task.sparse_specs, task.layer_map = sparse_specs, cfg.layer_map
   metadata = dict(identity(cfg, config), model=cfg.model, bits=cfg.bits, quant_mode=cfg.quant_mode,
                   num_labels=num_labels, teacher=cfg.teacher,
                   teacher_metric=None if teacher_meta is None else teacher_meta.get("metric"),
                   num_train_examples=n_train, steps_per_epoch=steps_per_epoch, augment=cfg.augment,
                   qat=cfg.qat)
+  if sparse_specs:
+    metadata["sparsity"] = dict(nm_sparsity.mask_stats(params, sparse_specs), pattern=cfg.sparsity,
+                                prune=cfg.prune, order=cfg.order)
+  if cfg.layer_map is not None:
+    metadata["layer_map"] = list(cfg.layer_map)
   return Experiment(cfg, task, params, teacher_params, ArrayBatchSource(train_arrays, cfg.batch_size, cfg.seed),
                     eval_arrays, train_config, policy.to_json(), metadata)
 

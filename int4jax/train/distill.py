@@ -9,6 +9,11 @@ temperature, and no ground-truth term for BERT.
            only got away with including them because the -10000 additive mask cancels in fp32.
   L_rep:   sum over hidden states 0..L (0 = embedding output) of MSE; padded tokens excluded when a mask is given.
 Each function takes `weights` / `attention_mask` so padding never enters the means.
+
+Layer maps (students with fewer layers than the teacher): `layer_map[i]` is the teacher layer that student layer i
+learns from (0-based), so Att* compares student layer i with teacher layer layer_map[i], and Rep compares student
+hidden state i+1 with teacher hidden state layer_map[i]+1 (hidden state 0, the embedding output, with 0).
+`uniform_layer_map` is TinyBERT's uniform choice, which ends on the teacher's last layer.
 """
 
 from __future__ import annotations
@@ -90,10 +95,50 @@ def validate_loss_terms(terms: Sequence[str], *, has_teacher: bool) -> tuple[str
   return terms
 
 
-def kd_loss(student, teacher, labels, attention_mask, terms: Sequence[str], *, is_regression: bool
-            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
+  """Student layer i -> teacher layer (i+1)*T/S - 1: evenly spaced, ending on the teacher's last layer
+  (6 -> 3: (1, 3, 5); 12 -> 6: (1, 3, 5, 7, 9, 11))."""
+  validate_layer_map(tuple(range(student_layers)), teacher_layers)  # student_layers <= teacher_layers, positive
+  return tuple((i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers))
+
+
+def validate_layer_map(layer_map: Sequence[int], teacher_layers: int, student_layers: int | None = None
+                       ) -> tuple[int, ...]:
+  """Checks a student -> teacher layer map: not longer than the teacher, strictly increasing, in range."""
+  layer_map = tuple(int(i) for i in layer_map)
+  if not layer_map:
+    raise ValueError("the layer map is empty: a student needs at least one layer")
+  if len(layer_map) > teacher_layers:
+    raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} entries, longer than the teacher's "
+                     f"{teacher_layers} layers")
+  if student_layers is not None and len(layer_map) != student_layers:
+    raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} entries for a {student_layers}-layer student")
+  if any(not 0 <= i < teacher_layers for i in layer_map):
+    raise ValueError(f"layer map {list(layer_map)}: teacher layers are 0..{teacher_layers - 1}")
+  if any(b <= a for a, b in zip(layer_map, layer_map[1:])):
+    raise ValueError(f"layer map {list(layer_map)} must be strictly increasing")
+  return layer_map
+
+
+def map_teacher_layers(teacher, layer_map: Sequence[int] | None):
+  """The teacher's per-layer taps (ModelOutput: hidden_states incl. the embedding output, attention_scores,
+  attention_probs) restricted to the mapped layers, so they line up with a student's."""
+  if teacher is None or layer_map is None:
+    return teacher
+  pick = lambda layers: None if layers is None else tuple(layers[i] for i in layer_map)
+  hidden = teacher.hidden_states
+  if hidden is not None:
+    hidden = (hidden[0],) + tuple(hidden[i + 1] for i in layer_map)
+  return teacher.replace(hidden_states=hidden, attention_scores=pick(teacher.attention_scores),
+                         attention_probs=pick(teacher.attention_probs))
+
+
+def kd_loss(student, teacher, labels, attention_mask, terms: Sequence[str], *, is_regression: bool,
+            layer_map: Sequence[int] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Sum of the selected terms. student/teacher: ModelOutput-like objects with logits, attention_scores,
-  hidden_states (teacher may be None when terms == ('gt',)). Returns (loss, {term: value})."""
+  hidden_states (teacher may be None when terms == ('gt',)); `layer_map` (student layer i -> teacher layer) for
+  a student with fewer layers. Returns (loss, {term: value})."""
+  teacher = map_teacher_layers(teacher, layer_map)
   parts = {}
   for term in terms:
     if term == "logit":
@@ -159,3 +204,16 @@ def pair_masked_score_mse(student_scores: Sequence[jax.Array], teacher_scores: S
   if len(student_scores) != len(teacher_scores):
     raise ValueError(f"{len(student_scores)} student vs {len(teacher_scores)} teacher attention layers")
   return sum(_masked_mse(s, t, pair_mask) for s, t in zip(student_scores, teacher_scores))
+
+
+def student_params_from_teacher(teacher_params: dict, layer_map: Sequence[int], *, stack: str = "encoder",
+                                layer_prefix: str = "layer_") -> dict:
+  """A layer-reduced student's initial params: everything of the teacher except `stack`'s layers, and student
+  layer i a copy of teacher layer layer_map[i] (BERT: params["encoder"]["layer_{i}"])."""
+  layers = teacher_params[stack]
+  missing = [f"{layer_prefix}{j}" for j in layer_map if f"{layer_prefix}{j}" not in layers]
+  if missing:
+    raise ValueError(f"teacher params have no {stack}/{missing}; teacher layers: {sorted(layers)}")
+  new_stack = {k: v for k, v in layers.items() if not k.startswith(layer_prefix)}
+  new_stack.update({f"{layer_prefix}{i}": layers[f"{layer_prefix}{j}"] for i, j in enumerate(layer_map)})
+  return {**teacher_params, stack: new_stack}

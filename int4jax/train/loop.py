@@ -104,6 +104,9 @@ class TrainTask(Protocol):
   def summarize(self, accumulated: list[dict]) -> dict[str, float]:
     """Host side: metrics from the list of eval_batch outputs (numpy); must include metric_name."""
 
+  # Optional: after_update(old_params, new_params, grads, step) -> params, pure and jittable, called after every
+  # optimizer update (quant/sparsity.py uses it to keep N:M masks and movement scores out of the optimizer's hands).
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -157,6 +160,8 @@ def train_step(state: TrainState, batch, teacher_params, *, task: TrainTask, tx:
   (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  if hasattr(task, "after_update"):  # optional task hook: params the optimizer must not own (N:M masks, scores)
+    params = task.after_update(state.params, params, grads, state.step)
   aux = dict(aux, loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng), aux
 
