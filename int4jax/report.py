@@ -199,7 +199,9 @@ def update_readme(text: str, root: pathlib.Path = REPO_ROOT) -> str:
 # results/README.md
 
 def _first(d: dict, *keys: str) -> Any:
-  """The first of `keys` present at the top level or under "meta"."""
+  """The first of `keys` present at the top level or under "meta" (None for a JSON list, e.g. a list of checks)."""
+  if not isinstance(d, dict):
+    return None
   for where in (d, d.get("meta") or {}):
     for k in keys:
       if where.get(k):
@@ -216,7 +218,7 @@ def _command(d: dict) -> str:
   cmd = _first(d, "command")
   if cmd:
     return f"`{_clip(cmd, 160)}`"
-  runs = [r for r in d.get("runs", []) if isinstance(r, dict) and r.get("command")]
+  runs = [r for r in (d.get("runs", []) if isinstance(d, dict) else []) if isinstance(r, dict) and r.get("command")]
   if runs:
     more = f" (+{len(runs) - 1} more in the JSON)" if len(runs) > 1 else ""
     return f"`{_clip(runs[0]['command'], 160)}`{more}"

