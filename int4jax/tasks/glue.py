@@ -545,13 +545,7 @@ def run(exp: Experiment, workdir: str, argv: list[str] | None = None, git_commit
 
 
 def load_run_config(workdir: str) -> GlueRunConfig:
-  stored = rundir.RunDir(workdir).read_config()
-  if stored is None:
-    raise FileNotFoundError(f"{os.path.join(workdir, rundir.CONFIG)!r} does not exist: is {workdir!r} a run "
-                            "directory of experiments.glue?")
-  if stored.get("kind") != TASK_KIND:
-    raise ValueError(f"{workdir!r} is a {stored.get('kind')!r} run, not a GLUE run")
-  return GlueRunConfig.from_dict(stored["run"])
+  return GlueRunConfig.from_dict(rundir.RunDir(workdir).read_run_section(TASK_KIND, "experiments.glue"))
 
 
 def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None = None
@@ -566,10 +560,8 @@ def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None
   restored, meta = checkpoint.restore(ckpt, {"params": abstract_params(model, cfg)})
   eval_arrays = load_eval_arrays(cfg, split or "validation")
   task = GlueTask(cfg.task, model, None, ("gt",), _num_labels(cfg.task) == 1)
-  mesh = train.make_mesh()
-  params = train.replicate(restored["params"], mesh)
-  eval_fn = jax.jit(lambda p, b: train.eval_step(p, b, task=task, compute_dtype=cfg.compute_dtype))
-  return train.evaluate(params, lambda: eval_batches(eval_arrays, cfg.eval_batch_size), eval_fn, mesh, task), meta
+  batches = lambda: eval_batches(eval_arrays, cfg.eval_batch_size)
+  return train.evaluate_once(task, restored["params"], batches, cfg.compute_dtype), meta
 
 
 def load_eval_arrays(cfg: GlueRunConfig, split: str = "validation") -> dict[str, np.ndarray]:

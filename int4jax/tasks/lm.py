@@ -222,16 +222,8 @@ def abstract_params(model: nn.Module, seq_len: int = 1):
 
 
 def read_run_metadata(workdir: str, which: str = "best") -> dict[str, Any]:
-  """Metadata of a run's best/ (or latest/) checkpoint; ValueError if it is not an LM run."""
-  directory = os.path.join(workdir, "checkpoints", which)
-  try:
-    meta = checkpoint.read_metadata(directory)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"{workdir!r} has no {which} checkpoint (expected {directory}); train it with "
-                            "experiments.lm first") from e
-  if meta.get("task") != "lm" or "model_config" not in meta:
-    raise ValueError(f"{workdir!r} is a {meta.get('task')!r} run, not a language-model run of experiments.lm")
-  return meta
+  """Metadata of a run's best/ (or latest/) checkpoint; ValueError if it is not a lm run."""
+  return checkpoint.read_run_metadata(workdir, "lm", "experiments.lm", which)
 
 
 def restore_run(workdir: str, *, policy="stored", dtype=jnp.float32, which: str = "best", **overrides):
@@ -551,13 +543,8 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
 
 
 def load_run_config(workdir: str) -> LMRunConfig:
-  stored = rundir.RunDir(workdir).read_config()
-  if stored is None:
-    raise FileNotFoundError(f"{os.path.join(workdir, rundir.CONFIG)!r} does not exist: is {workdir!r} a run "
-                            "directory of experiments.lm?")
-  if stored.get("kind") != TASK_KIND:
-    raise ValueError(f"{workdir!r} is a {stored.get('kind')!r} run, not a language-model run")
-  return LMRunConfig.from_dict(dict(stored["run"], workdir=os.path.abspath(workdir)))
+  run = rundir.RunDir(workdir).read_run_section(TASK_KIND, "experiments.lm")
+  return LMRunConfig.from_dict(dict(run, workdir=os.path.abspath(workdir)))
 
 
 def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None = None
@@ -577,8 +564,4 @@ def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None
   corpus = lm_data.load_corpus(cfg.dataset, tokenizer, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir)
   ids = lm_data.eval_split(corpus.ids[split], cfg.block_size, cfg.eval_stride)
   task = LMTask(model, None, ("gt",))
-  mesh = train.make_mesh()
-  eval_fn = jax.jit(lambda p, b: train.eval_step(p, b, task=task, compute_dtype=cfg.compute_dtype))
-  metrics_now = train.evaluate(train.replicate(params, mesh), lambda: ids.batches(cfg.eval_batch_size), eval_fn,
-                               mesh, task)
-  return metrics_now, meta
+  return train.evaluate_once(task, params, lambda: ids.batches(cfg.eval_batch_size), cfg.compute_dtype), meta

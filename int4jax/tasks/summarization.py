@@ -242,15 +242,8 @@ def model_config_to_dict(config: bart.BartConfig) -> dict[str, Any]:
 
 
 def read_run_metadata(workdir: str, which: str = "best") -> dict[str, Any]:
-  directory = os.path.join(workdir, "checkpoints", which)
-  try:
-    meta = checkpoint.read_metadata(directory)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"{workdir!r} has no {which} checkpoint (expected {directory}); train it with "
-                            "experiments.summarize first") from e
-  if meta.get("task") != "summarization" or "model_config" not in meta:
-    raise ValueError(f"{workdir!r} is a {meta.get('task')!r} run, not an experiments.summarize run")
-  return meta
+  """Metadata of a run's best/ (or latest/) checkpoint; ValueError if it is not a summarization run."""
+  return checkpoint.read_run_metadata(workdir, "summarization", "experiments.summarize", which)
 
 
 def abstract_params(model):

@@ -66,6 +66,20 @@ def read_metadata(directory: str) -> dict[str, Any]:
     return dict(mngr.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"])
 
 
+def read_run_metadata(workdir: str, task: str, launcher: str, which: str = "best") -> dict[str, Any]:
+  """Metadata of a run's best/ (or latest/) checkpoint, checked to come from `task` and to record its model_config;
+  errors name the run and the launcher that makes such runs."""
+  directory = os.path.join(workdir, "checkpoints", which)
+  try:
+    meta = read_metadata(directory)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{workdir!r} has no {which} checkpoint (expected {directory}); train it with "
+                            f"{launcher} first") from e
+  if meta.get("task") != task or "model_config" not in meta:
+    raise ValueError(f"{workdir!r} is a {meta.get('task')!r} run, not a {task} run of {launcher}")
+  return meta
+
+
 def restore(directory: str, targets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
   """Restores the items named in `targets` (abstract pytrees: jax.ShapeDtypeStruct leaves with shardings, or
   concrete arrays whose shape/dtype/sharding are copied) and the metadata. Returns (items, metadata)."""

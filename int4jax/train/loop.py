@@ -243,6 +243,14 @@ def evaluate(params, eval_batches: Callable[[], Iterable], eval_fn, mesh: Mesh, 
   return {k: float(v) for k, v in task.summarize(accumulated).items()}
 
 
+def evaluate_once(task: TrainTask, params, eval_batches: Callable[[], Iterable], compute_dtype: str) -> dict:
+  """Metrics of `params` (host or device arrays) as the train loop evaluates them: same mesh, step and compute dtype.
+  What experiments.eval uses to re-check a run's best checkpoint."""
+  mesh = make_mesh()
+  eval_fn = jax.jit(functools.partial(eval_step, task=task, compute_dtype=compute_dtype))
+  return evaluate(replicate(params, mesh), eval_batches, eval_fn, mesh, task)
+
+
 def train_and_evaluate(task: TrainTask, params, teacher_params, train: BatchSource,
                        eval_batches: Callable[[], Iterable], config: TrainConfig, workdir: str, run_info: dict,
                        *, max_steps_this_run: int | None = None) -> dict:

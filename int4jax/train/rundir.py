@@ -133,6 +133,15 @@ class RunDir:
     except json.JSONDecodeError as e:
       raise ValueError(f"{path} is not valid JSON ({e}); this run directory is damaged") from e
 
+  def read_run_section(self, kind: str, launcher: str) -> dict[str, Any]:
+    """The "run" section of config.json of a run of `kind` (FileNotFoundError / ValueError naming the directory)."""
+    stored = self.read_config()
+    if stored is None:
+      raise FileNotFoundError(f"{self.file(CONFIG)!r} does not exist: is {self.path!r} a run directory of {launcher}?")
+    if stored.get("kind") != kind:
+      raise ValueError(f"{self.path!r} is a {stored.get('kind')!r} run, not a {kind} run of {launcher}")
+    return stored["run"]
+
   def contents(self) -> list[str]:
     return sorted(os.listdir(self.path)) if os.path.isdir(self.path) else []
 
