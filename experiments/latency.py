@@ -20,14 +20,17 @@ flags.DEFINE_string("out", None, "Output directory.", required=True)
 flags.DEFINE_list("models", ["bert_base", "bert_large"], "BERT presets.")
 flags.DEFINE_list("grid", ["1x128", "8x128", "32x128", "32x384", "32x512"], "batch x seq points.")
 flags.DEFINE_list("paths", None, "Paths to time (default: all).")
-flags.DEFINE_integer("runs", 30, "Timed calls per cell (median reported).")
+flags.DEFINE_integer("runs", 30, "Timed calls per cell (wall: median; device: CUPTI mean of back-to-back calls).")
 flags.DEFINE_integer("warmup", 3, "Untimed calls per cell after the first (compiling) one.")
 flags.DEFINE_float("budget_s", 330.0, "Cells starting after this many seconds are skipped (and listed).")
 flags.DEFINE_bool("smoke", False, "Tiny BERT (hidden 128, 2 layers) at 1x128, for a CPU check of the pipeline.")
 flags.DEFINE_string("from_json", None, "Re-render the markdown and plot of an earlier run's JSON.")
+flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .git (a copy sent to a GPU machine).")
 
 
 def _commit() -> str:
+  if FLAGS.git_commit:
+    return FLAGS.git_commit
   try:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()

@@ -58,6 +58,10 @@ def can_use(m: int, n: int, k: int, *, w_scale_shape=None, out_dtype=jnp.bfloat1
           and jnp.dtype(out_dtype) == jnp.dtype(jnp.bfloat16))
 
 
+# jit per (shapes, gelu, out_dtype, config): a model calls this kernel once per layer with the same shapes, and the
+# jitted call is traced and lowered once for all of them (un-jitted, each call re-ran the Mosaic lowering: ~1 s
+# each, 96 s for BERT-large W4A4 at 8x128 on the H200).
+@functools.partial(jax.jit, static_argnames=("gelu", "out_dtype", "config"))
 def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfloat16,
              config: FP8Config = DEFAULT):
   """x: int4 [M, K] (a_in_regs) or e4m3 [M, K]; w_e4m3 [N, K]; x_scale [M]; w_scale [N]; bias [N] | None."""
@@ -89,7 +93,7 @@ def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfl
 
   overlap = 0 if cfg.promote else cfg.overlap
 
-  def kernel(x_gmem, w_gmem, xs_gmem, ws_gmem, b_gmem, o_gmem, o_smem):
+  def fp8_gemm_kernel(x_gmem, w_gmem, xs_gmem, ws_gmem, b_gmem, o_gmem, o_smem):
     def get_pipeline(body, ctx):
       return plgpu.emit_pipeline_warp_specialized(
           body, grid=(k_iters,), memory_registers=40,
@@ -168,7 +172,7 @@ def fp8_gemm(x, w_e4m3, x_scale, w_scale, bias, *, gelu: bool, out_dtype=jnp.bfl
 
   num_sms = getattr(jax.devices()[0], "core_count", 132)
   f = plgpu.kernel(
-      kernel,
+      fp8_gemm_kernel,  # the CUDA kernel's name in profiles
       out_type=jax.ShapeDtypeStruct((mp, n), out_dtype),
       grid=(num_sms,), grid_names=("sm",), num_threads=3, thread_name="wg",
       scratch_types=[plgpu.SMEM((2, bm, bn), out_dtype, transforms=out_tr)],

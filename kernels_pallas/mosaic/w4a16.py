@@ -18,6 +18,7 @@ per-channel scale, bias, GELU and the cast (M_pad x N elements: negligible next 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +66,10 @@ def can_use(m: int, n: int, k: int, *, w_scale_shape=None, out_dtype=jnp.bfloat1
   return n % cfg.block_n == 0 and k % (cfg.split_k * bk) == 0
 
 
+# jit per (shapes, gelu, out_dtype, config): a model calls this kernel once per layer with the same shapes, and the
+# jitted call is traced and lowered once for all of them (un-jitted, each call re-ran the Mosaic lowering: ~1 s
+# each, 96 s for BERT-large W4A4 at 8x128 on the H200).
+@functools.partial(jax.jit, static_argnames=("gelu", "out_dtype", "config"))
 def w4a16_matmul(x, w_packed, w_scale, bias=None, out_dtype=jnp.bfloat16, *, gelu: bool = False,
                  config: Config | None = None):
   """x bf16 [M, K]; w_packed uint8 [N, K/2]; w_scale [N] or [N, K/group_size]; bias [N] -> [M, N]."""
@@ -98,7 +103,7 @@ def w4a16_matmul(x, w_packed, w_scale, bias=None, out_dtype=jnp.bfloat16, *, gel
   o_tr = _transforms(mp, jnp.float32, "out")
   steps = bk // x_sw_elems
 
-  def kernel(w_gmem, x_gmem, s_gmem, o_gmem, o_smem):
+  def w4a16_gemm_kernel(w_gmem, x_gmem, s_gmem, o_gmem, o_smem):
     ni = lax.axis_index("n")
     ki = lax.axis_index("k")
 
@@ -140,7 +145,7 @@ def w4a16_matmul(x, w_packed, w_scale, bias=None, out_dtype=jnp.bfloat16, *, gel
   sem = (plgpu.LoweringSemantics.Warpgroup if cfg.semantics == "warpgroup"
          else plgpu.LoweringSemantics.Lane)
   f = plgpu.kernel(
-      kernel,
+      w4a16_gemm_kernel,  # the CUDA kernel's name in profiles
       out_type=jax.ShapeDtypeStruct((split, n, mp), jnp.float32),
       grid=(n // bn, split),
       grid_names=("n", "k"),

@@ -3,7 +3,8 @@
 # (experiments.engine_check: integer vs fake-quant logits, real kernels). Expected: <= 6 GPU minutes on one H200
 # (latency cells that would start after LATENCY_BUDGET_S seconds are skipped and listed as such).
 #
-#   OUT=/tmp/out PYTHONPATH=. bash results/scripts/latency_gpu.sh          # on the GPU machine
+#   OUT=/tmp/out GIT_COMMIT=<sha> PYTHONPATH=. bash results/scripts/latency_gpu.sh   # on the GPU machine
+#   (ENGINE_CHECK=0 skips the numerics check; LATENCY_BUDGET_S caps the latency cells, default 200)
 #   OUT=/tmp/out SMOKE=1 PYTHONPATH=. bash results/scripts/latency_gpu.sh  # CPU proof: tiny model, one grid point
 #
 # Writes $OUT/engine_gpu.tar: latency/<device>.{json,md,png}, engine_check.json, logs. Then, on the dev machine:
@@ -26,8 +27,11 @@ import json; r = check.compare(bert.bert_tiny(policy=make_policy('w4a4'), num_la
 json.dump([r], open('$WORK/engine_check.json', 'w'))" 2>&1 | tee "$WORK/engine_check.log"
 else
   "$PY" -c "import jax; print(jax.devices())"
-  "$PY" -m experiments.engine_check --size=medium --out="$WORK/engine_check.json" 2>&1 | tee "$WORK/engine_check.log"
-  "$PY" -m experiments.latency --out="$WORK/latency" --models=bert_large,bert_base --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log"
+  if [[ "${ENGINE_CHECK:-1}" == "1" ]]; then
+    "$PY" -m experiments.engine_check --size=medium --out="$WORK/engine_check.json" 2>&1 | tee "$WORK/engine_check.log"
+  fi
+  "$PY" -m experiments.latency --out="$WORK/latency" --models=bert_large,bert_base --git_commit="${GIT_COMMIT:-unknown}" \
+    --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log"
 fi
 echo "elapsed $(( $(date +%s) - start )) s" | tee "$WORK/elapsed.txt"
 tar -C "$WORK" -cf "$OUT/engine_gpu.tar" .
