@@ -4,8 +4,9 @@ Paths (BERT encoder, random weights, no padding mask, batch x seq grid):
   torch_eager_fp16, torch_compile_fp16  HF transformers BertModel in fp16 (SDPA attention), only where torch sees CUDA
   jax_bf16            plain jitted JAX, written here in jnp from the same weights, cuDNN flash attention
   int4jax_bf16        int4jax's own BertModel, fp32 policy, bf16 params and compute
-  int4jax_w8a8, int4jax_w4a4, int4jax_w4a4_ffn_in
+  int4jax_w8a8, int4jax_w4a4, int4jax_w4a4_xlaq, int4jax_w4a4_ffn_in
                       the integer engine (`inference.engine`) on packed weights (`inference.export`), symmetric
+                      (ENGINE_POLICIES says what each variant changes)
   xla_int8, xla_fp8   the plain JAX encoder with its four GEMM types quantized in jnp: per-token activation and
                       per-channel weight scales, `lax.dot_general` with preferred_element_type (int32 / f32)
 
@@ -37,15 +38,19 @@ from int4jax.quant.policy import make_policy
 from kernels_pallas import ops
 
 PATHS = ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16", "int4jax_w8a8", "int4jax_w4a4",
-         "int4jax_w4a4_ffn_in", "xla_int8", "xla_fp8")
+         "int4jax_w4a4_xlaq", "int4jax_w4a4_ffn_in", "xla_int8", "xla_fp8")
 GRID = ((1, 128), (8, 128), (32, 128), (32, 384), (32, 512))
 MODELS = ("bert_base", "bert_large")
 # Cells run in this order within a grid point (torch.compile last: its compiles are the slowest), so that a time
 # budget cuts the least informative cells.
-RUN_ORDER = ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w8a8", "int4jax_w4a4_ffn_in", "xla_int8",
-             "xla_fp8", "torch_eager_fp16", "torch_compile_fp16")
-ENGINE_POLICIES = {"int4jax_w8a8": ("w8a8", None), "int4jax_w4a4": ("w4a4", None),
-                   "int4jax_w4a4_ffn_in": ("w4a4", ("ffn_in",))}
+RUN_ORDER = ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w8a8", "int4jax_w4a4_xlaq", "int4jax_w4a4_ffn_in",
+             "xla_int8", "xla_fp8", "torch_eager_fp16", "torch_compile_fp16")
+# path -> (policy preset, quantized GEMM types (None: all four), IntMode overrides). int4jax_w4a4_xlaq: the same
+# W4A4 engine with the per-token quantization left to XLA (fused with the residual add + LayerNorm around it)
+# instead of the quantize_rows kernel: which of the two is faster end to end is a measurement, not a guess.
+ENGINE_POLICIES = {"int4jax_w8a8": ("w8a8", None, {}), "int4jax_w4a4": ("w4a4", None, {}),
+                   "int4jax_w4a4_xlaq": ("w4a4", None, {"quantize_backend": "xla"}),
+                   "int4jax_w4a4_ffn_in": ("w4a4", ("ffn_in",), {})}
 BASELINES = ("torch_eager_fp16", "torch_compile_fp16", "jax_bf16", "int4jax_bf16")
 _GEMMS = {"query", "key", "value", "output", "intermediate"}
 
@@ -250,8 +255,8 @@ class _ModelState:
       elif path == "int4jax_bf16":
         fn, weights = _own_bf16(cfg, bf16)
       else:
-        preset, gemms = ENGINE_POLICIES[path]
-        fn, weights = _engine_path(self.params, cfg, preset, gemms, self.mode)
+        preset, gemms, overrides = ENGINE_POLICIES[path]
+        fn, weights = _engine_path(self.params, cfg, preset, gemms, dataclasses.replace(self.mode, **overrides))
       self.fns[path] = (jax.jit(fn), weights)
     return self.fns[path]
 
@@ -262,7 +267,7 @@ def cell_order(settings: Settings) -> list[tuple[str, tuple[int, int], str]]:
   fp8, PyTorch eager and compiled: torch.compile recompiles once for dynamic shapes, then reuses), then the
   paper's FFN-in-only variant."""
   tier = {"jax_bf16": 0, "int4jax_bf16": 0, "int4jax_w4a4": 0, "int4jax_w8a8": 0, "xla_int8": 1, "xla_fp8": 1,
-          "torch_eager_fp16": 1, "torch_compile_fp16": 1, "int4jax_w4a4_ffn_in": 2}
+          "torch_eager_fp16": 1, "torch_compile_fp16": 1, "int4jax_w4a4_xlaq": 1, "int4jax_w4a4_ffn_in": 2}
   cells = [(m, pt, p) for m in settings.models for pt in settings.grid for p in settings.paths]
   return sorted(cells, key=lambda c: (tier[c[2]], settings.models.index(c[0]), settings.grid.index(c[1]),
                                       RUN_ORDER.index(c[2])))

@@ -54,14 +54,20 @@ class IntMode:
   allow_xla_fallback: let a shape the chosen kernel cannot take run on XLA instead of raising.
   fuse_ln: quantize straight from the pre-LayerNorm input (LayerNorm fused into quantize_rows) where possible.
   fuse_qkv: one QKV GEMM per layer (the export concatenates the three weights along N).
+  quantize_backend: force quantize_rows' path ("triton" | "xla"; "xla" lets XLA fuse the per-token quantization
+    with the residual add and LayerNorm around it); None: as `backend` says.
   """
   backend: str = "auto"
   interpret: bool = False
   allow_xla_fallback: bool = False
   fuse_ln: bool = True
   fuse_qkv: bool = True
+  quantize_backend: str | None = None
 
   def __post_init__(self):
+    if self.quantize_backend not in (None, "auto", "triton", "xla"):
+      raise ValueError(f"IntMode.quantize_backend={self.quantize_backend!r} is not one of None, 'auto', 'triton', "
+                       "'xla'")
     paths = {p for ps in ops.PATHS.values() for p in ps}
     if self.backend not in ops.BACKENDS and self.backend not in paths:
       raise ValueError(f"IntMode.backend={self.backend!r} is not one of {ops.BACKENDS} or a kernel path "
@@ -73,6 +79,8 @@ class IntMode:
 
   @property
   def rows_backend(self) -> str:
+    if self.quantize_backend is not None:
+      return self.quantize_backend
     return self.backend if self.backend in ("triton", "xla") else "auto"
 
 

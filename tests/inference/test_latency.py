@@ -42,11 +42,12 @@ def test_plain_encoder_matches_int4jax_bf16_on_the_same_weights():
 
 def test_run_times_every_jax_path_and_reports_targets_honestly():
   settings = latency.Settings(models=("bert_base",), grid=((1, 16),), runs=2, warmup=1, budget_s=600,
-                              paths=("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "xla_int8", "torch_eager_fp16"),
+                              paths=("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w4a4_xlaq", "xla_int8",
+                                     "torch_eager_fp16"),
                               config_overrides=TINY)
   result = latency.run(settings)
   rows = {r["path"]: r for r in result["rows"]}
-  for p in ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "xla_int8"):
+  for p in ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w4a4_xlaq", "xla_int8"):
     assert rows[p]["status"] == "ok", rows[p]
     assert rows[p]["wall_ms"] > 0 and rows[p]["median_ms"] == rows[p]["wall_ms"]  # no CUPTI on the CPU
   assert rows["torch_eager_fp16"]["status"].startswith("not available")  # no CUDA here: said, not timed
@@ -69,3 +70,18 @@ def test_targets_are_computed_from_the_numbers():
   assert "W8A8 >= 1.3x at 32x512: met (1.40x)" in text
   assert "1x128 <= 1.2 ms: NOT met (2.500 ms)" in text
   assert "within 5% of plain JAX bf16 at every point: met" in text
+
+
+def test_xla_quantize_variant_computes_the_same_engine():
+  """int4jax_w4a4_xlaq changes only who runs quantize_rows (XLA instead of the Pallas kernel): the same codes and
+  scales, so the same logits up to f32 summation order in the LayerNorm."""
+  st = latency._ModelState("bert_base", TINY, latency.engine.default_mode(allow_xla_fallback=True),
+                           want_torch=False, want_compile=False)
+  ids = jnp.asarray(np.random.default_rng(1).integers(0, TINY["vocab_size"], (2, 16)), jnp.int32)
+  ref_fn, ref_w = st.jax_fn("int4jax_w4a4")
+  xq_fn, xq_w = st.jax_fn("int4jax_w4a4_xlaq")
+  a, b = np.asarray(ref_fn(ref_w, ids), np.float32), np.asarray(xq_fn(xq_w, ids), np.float32)
+  ref_bf16 = np.asarray(st.jax_fn("int4jax_bf16")[0](st.bf16, ids), np.float32)
+  # A code that flips at a rounding tie moves one output by one quantization step; nearly all must agree.
+  assert np.mean(np.abs(a - b) <= 1e-2) > 0.99
+  assert np.abs(a - ref_bf16).mean() > 10 * np.abs(a - b).mean()  # the variants agree far better than with bf16
