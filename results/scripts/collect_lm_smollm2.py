@@ -31,7 +31,8 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
   logs, out = pathlib.Path(logs_dir), pathlib.Path(out_dir)
   an = json.loads((logs / "an" / "positional_perplexity.json").read_text())
   act = json.loads((logs / "an" / "activation_range.json").read_text())
-  an_s = json.loads((logs / "an_scratch" / "positional_perplexity.json").read_text())
+  an_s_path = logs / "an_scratch" / "positional_perplexity.json"
+  an_s = json.loads(an_s_path.read_text()) if an_s_path.exists() else None
   gpu = (logs / "gpu.txt").read_text().strip() if (logs / "gpu.txt").exists() else "unknown"
   teacher = runs["fp"]
   cells = [(d, s) for d in ("ptb", "wikitext2") for s in ("valid", "test")]
@@ -85,7 +86,7 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
   result = {"what": "pretrained SmolLM2-135M-Instruct (Llama) on PTB: FP teacher and W4/W4A8/W4A4 QAT+KD students; "
                     "scratch-trained same architecture for comparison (issue 15)",
             "gpu": gpu, "commit": teacher.get("git_commit"), "rows": rows, "scratch_vs_pretrained": scratch,
-            "positional_buckets": an["buckets"], "positional_buckets_scratch": an_s["buckets"],
+            "positional_buckets": an["buckets"], "positional_buckets_scratch": an_s and an_s["buckets"],
             "activation_range": {k: {layer: {"mean_first_8": v["mean_first_8"], "mean_rest": v["mean_rest"]}
                                      for layer, v in per.items()} for k, per in act["runs"].items()},
             "claims": claims, "runs": runs}
@@ -108,6 +109,11 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
     md.append(f"| {r['label']} | " + " | ".join(_f(r[f"{d}_{s}"]) for d, s in cells) + " | " +
               " | ".join(_f(r[f"gap_{d}_{s}"]) for d, s in cells) +
               f" | {r['steps']} ({r['best_step']}) | {_f(r['train_wall_s'])} |")
+  if not scratch:  # say why, from the run's own log, instead of leaving the comparison silently out
+    log = logs / "scratch_fp.log"
+    why = next((l.strip() for l in reversed(log.read_text(errors="replace").splitlines()) if "Error" in l),
+               "no log") if log.exists() else "not run"
+    md += ["", f"Scratch vs pretrained: **not measured** in this run (scratch_fp: {why})."]
   if scratch:
     md += ["", "Scratch vs pretrained (same architecture, same steps and wall budget, W4A4 sym, same KD recipe):", "",
            "| split | scratch FP | scratch W4A4 | scratch gap | pretrained FP | pretrained W4A4 | pretrained gap |",

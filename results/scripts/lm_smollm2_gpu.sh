@@ -67,13 +67,15 @@ BG="&"; [ "${SEQUENTIAL:-0}" = 1 ] && BG=""   # SEQUENTIAL=1: one run at a time 
 eval run zs $(( TA + 90 )) --model=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 $BG
 eval run fp $(( TA + 90 )) --model=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
   --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
-eval run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
+# SKIP_SCRATCH=1: leave out the scratch-trained pair (a re-run on the same warm machine that only finishes the rest).
+[ "${SKIP_SCRATCH:-0}" = 1 ] || eval run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
   --num_train_steps=$T_STEPS --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
 wait; echo "phase A done at $(( $(date +%s) - T0 ))s"
 S="--learning_rate=${S_LR:-5e-5} --num_train_steps=$S_STEPS --warmup_steps=$(( S_STEPS / 10 )) --time_budget_s=$TB ${S_EXTRA:-}"
 for cfg in "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" "w4a4 fp --bits=w4a4" "w4a4_asym fp --bits=w4a4 --quant_mode=asym" \
            "scratch_w4a4 scratch_fp --bits=w4a4"; do
   set -- $cfg; name=$1; teacher=$2; shift 2
+  [ "${SKIP_SCRATCH:-0}" = 1 ] && [ $teacher = scratch_fp ] && continue
   eval run $name $(( TB + 90 )) $S --teacher=$R/$teacher "$@" $BG
 done
 wait; echo "phase B done at $(( $(date +%s) - T0 ))s"
@@ -82,7 +84,7 @@ mkdir -p $R/an $R/an_scratch
 eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,sensitivity,act_range --output_dir=$R/an \
   --runs=fp=$R/fp,w4a16=$R/w4a16,w4a8=$R/w4a8,w4a4_sym=$R/w4a4,w4a4_asym=$R/w4a4_asym \
   --act_range_runs=fp,w4a4_sym,w4a4_asym --num_batches=$AN_BATCHES > $R/analysis.log 2>&1 $BG
-eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,act_range --output_dir=$R/an_scratch \
+[ "${SKIP_SCRATCH:-0}" = 1 ] || eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,act_range --output_dir=$R/an_scratch \
   --runs=scratch_fp=$R/scratch_fp,scratch_w4a4=$R/scratch_w4a4 --num_batches=$AN_BATCHES > $R/analysis_scratch.log 2>&1 $BG
 wait; echo "analysis done at $(( $(date +%s) - T0 ))s"
 grep -av "^I1\|^W1" $R/analysis.log $R/analysis_scratch.log | tail -30
