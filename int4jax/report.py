@@ -167,6 +167,43 @@ def record_kernel_table(d: dict) -> Rows:
 
 table("kernels_h200", "results/kernels/NVIDIA_H200.json")(record_kernel_table)
 
+# Latency columns of the README table (the JSON holds every path; results/latency/<GPU>.md shows them all).
+_LATENCY_PATHS = (("jax_bf16", "plain JAX bf16"), ("int4jax_bf16", "int4jax bf16"), ("int4jax_w8a8", "int4jax W8A8"),
+                  ("int4jax_w4a4", "int4jax W4A4"), ("int4jax_w4a4_xlaq", "W4A4, XLA quantize"),
+                  ("torch_compile_fp16", "torch.compile fp16"), ("xla_int8", "XLA int8"), ("xla_fp8", "XLA fp8"))
+
+
+def latency_table(d: dict) -> Rows:
+  """End-to-end encoder latency (experiments.latency JSON): device ms per path, W4A4's speedup over the faster bf16
+  JAX path, and the GEMM share of W4A4's kernel time. Columns that no cell measured are left out."""
+  ok = {(r["model"], r["batch"], r["seq"], r["path"]): r for r in d["rows"] if r["status"] == "ok"}
+  paths = [(p, label) for p, label in _LATENCY_PATHS if any(k[3] == p for k in ok)]
+  rows = [["model", "batch × seq"] + [label for _, label in paths] + ["W4A4 vs faster bf16", "W4A4 GEMM share"]]
+  points = list(dict.fromkeys((r["model"], r["batch"], r["seq"]) for r in d["rows"]))
+  for model, b, s in points:
+    cell = lambda p: ok.get((model, b, s, p))
+    if not any(cell(p) for p, _ in paths):
+      continue
+    bf16 = [cell(p)["median_ms"] for p in ("jax_bf16", "int4jax_bf16") if cell(p)]
+    w4 = cell("int4jax_w4a4")
+    rows.append([model, f"{b} × {s}"] + [f"{cell(p)['median_ms']:.3f}" if cell(p) else "–" for p, _ in paths]
+                + [f"{min(bf16) / w4['median_ms']:.2f}×" if w4 and bf16 else "–",
+                   f"{100 * w4['share']['gemm']:.0f}%" if w4 and "share" in w4 else "–"])
+  return rows
+
+
+table("latency_h200", "results/latency/NVIDIA_H200.json")(latency_table)
+
+
+@table("lm_smollm2", "results/lm_smollm2.json")
+def lm_smollm2_table(d: dict) -> Rows:
+  rows = [["run", "PTB valid", "PTB test", "WT2 valid", "WT2 test", "gap PTB valid", "steps (best)"]]
+  for r in d["rows"]:
+    rows.append([r["label"]] + [_num(r[k]) for k in ("ptb_valid", "ptb_test", "wikitext2_valid", "wikitext2_test")]
+                + [_num(r["gap_ptb_valid"], "+.2f") if r["gap_ptb_valid"] is not None else "–",
+                   f"{r['steps']} ({r['best_step']})"])
+  return rows
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # README blocks
