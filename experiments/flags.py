@@ -110,6 +110,16 @@ def common_overrides(f=FLAGS) -> dict:
   return o
 
 
+def run_config_values(task_values: dict, f=FLAGS) -> dict:
+  """The keyword arguments of a task's RunConfig: the shared flags the user set plus the task's own values, without
+  the unset ones (None: the config's default); a clip given as 'none' becomes None (explicitly no clip)."""
+  values = {k: v for k, v in dict(common_overrides(f), **task_values).items() if v is not None}
+  for name in ("weight_clip", "act_clip"):
+    if values.get(name) == "none":
+      values[name] = None
+  return values
+
+
 def init_distributed(f=FLAGS) -> None:
   """Joins the multi-process job named by --coordinator_address/--num_processes/--process_id (or the JAX_*
   environment variables); a no-op for a single process. Call at the top of main(), before JAX picks devices."""

@@ -63,16 +63,11 @@ def define_flags() -> None:
 def config_from_flags(f=FLAGS) -> LMRunConfig:
   if not f.workdir:
     raise app.UsageError("--workdir is required")
-  values = common.common_overrides(f)
-  values.update(model=f.model, n_layer=f.n_layer, n_embd=f.n_embd, n_head=f.n_head, n_positions=f.n_positions,
-                post_ln=f.post_ln, dataset=f.dataset, block_size=f.block_size, eval_stride=f.eval_stride,
-                weight_decay=f.weight_decay, time_budget_s=f.time_budget_s, max_steps_this_run=f.max_steps_this_run,
-                cache_dir=f.cache_dir, workdir=f.workdir, extra_eval=tuple(f.extra_eval) or None)
-  values = {k: v for k, v in values.items() if v is not None}
-  for name in ("weight_clip", "act_clip"):   # 'none' = explicitly no clip
-    if values.get(name) == "none":
-      values[name] = None
-  return LMRunConfig(**values)
+  return LMRunConfig(**common.run_config_values(dict(
+      model=f.model, n_layer=f.n_layer, n_embd=f.n_embd, n_head=f.n_head, n_positions=f.n_positions,
+      post_ln=f.post_ln, dataset=f.dataset, block_size=f.block_size, eval_stride=f.eval_stride,
+      weight_decay=f.weight_decay, time_budget_s=f.time_budget_s, max_steps_this_run=f.max_steps_this_run,
+      cache_dir=f.cache_dir, workdir=f.workdir, extra_eval=tuple(f.extra_eval) or None), f))
 
 
 def main(argv):

@@ -30,7 +30,7 @@ The paper's recipe beyond Table C.1 (selectable, off by default so earlier runs 
 Composability (issue 14): `sparsity="2:4"` (or "2:4@ffn", quant/policy.py's PRESET+N:M@SCOPE syntax) prunes the
 student's quantized weights N:M along K (quant/sparsity.py; `prune` static|movement, `order` pq|qp,
 `mask_update_every` for movement); `num_layers` builds a student with fewer encoder layers, initialised from and
-distilled from teacher layers `layer_map` (default: distill.uniform_layer_map, 6 -> 3: teacher layers 1, 3, 5).
+distilled from teacher layers `layer_map` (default: distill.default_layer_map's uniform spacing, 6 -> 3: teacher layers 1, 3, 5).
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def _resolve_layer_map(cfg: GlueRunConfig) -> GlueRunConfig:
     raise ValueError(f"--num_layers={num_layers} must be positive")
   if num_layers > teacher_layers:
     raise ValueError(f"--num_layers={num_layers} is more than the teacher's {teacher_layers} layers")
-  layer_map = distill.validate_layer_map(cfg.layer_map or distill.uniform_layer_map(num_layers, teacher_layers),
+  layer_map = distill.validate_layer_map(cfg.layer_map or distill.default_layer_map(num_layers, teacher_layers),
                                          teacher_layers, num_layers)
   return dataclasses.replace(cfg, num_layers=num_layers, layer_map=layer_map)
 

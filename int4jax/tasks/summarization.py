@@ -1,8 +1,9 @@
 """BART summarization behind `python -m experiments.summarize`: FP fine-tuning, W4A4 QAT + KD (with layer reduction),
 BART denoising pretraining, and the eval reload (beam search + ROUGE, per-position perplexity).
 
-Built on `int4jax.train` (train_and_evaluate + a TrainTask): the house's tasks/base.py RunConfig was not on main when
-this was written; the field names follow experiments.lm's flags so they can move onto it.
+Built on `int4jax.train` (train_and_evaluate + a TrainTask); `SummarizationRunConfig` is a tasks/base.py RunConfig,
+so the launcher speaks experiments/flags.py's shared vocabulary, and a run directory is locked to its config
+(train/rundir.py: the same command resumes, --overwrite starts afresh).
 
 Loss terms (paper_spec.md §2.3 for encoder-decoders, all weights 1; DQ-BART's recipe):
   gt     token cross-entropy on the summary (labels != -100);
@@ -43,6 +44,7 @@ from int4jax.models import bart
 from int4jax.models import registry
 from int4jax.models.outputs import Taps
 from int4jax.quant import policy as policy_lib
+from int4jax.tasks import base
 from int4jax.train import checkpoint
 from int4jax.train import distill
 from int4jax.train import loop as train
@@ -56,50 +58,42 @@ DQ_BART_LAYER_MAPS = {1: (5,), 2: (0, 5), 3: (0, 2, 5), 4: (0, 2, 3, 5), 5: (0, 
 # Generation defaults per dataset (DQ-BART, paper_spec.md §2.5): beams, length_penalty, max_len, min_len.
 GENERATION_DEFAULTS = {"xsum": (6, 1.0, 62, 11), "cnn_dailymail": (4, 2.0, 142, 56)}
 OBJECTIVES = ("summarize", "denoise")
-# Config keys that may change between the runs that resume one run directory (train/rundir.py).
-RUNTIME_KEYS = ("workdir", "time_budget_s", "max_steps_this_run", "eval_examples")
-_ARCH_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+TASK_KIND = "summarization"
+ARCH_FIELDS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
                 "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
 
 
-@dataclasses.dataclass(frozen=True)
-class SummarizationRunConfig:
-  """Everything a run needs; `validate` checks it before any work."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SummarizationRunConfig(base.RunConfig):
+  """A summarization (or denoising) run: the shared RunConfig fields with BART-base's Table C.1 defaults (LR 5e-5,
+  batch 16, 20 epochs, weight clip [-1, 1]; DQ-BART's 5% warmup, no weight decay) plus the task's own.
+
+  `model` is a BART preset (random init), a Hugging Face BART directory, or an experiments.summarize run directory
+  to start from (e.g. a denoising pretraining; the old --init). `validate` checks everything before any work.
+  """
   workdir: str
-  model: str = "bart_base"                  # preset (scratch init) or a Hugging Face BART directory
-  init: str | None = None                   # an experiments.summarize run dir to start from (e.g. the denoiser)
+  model: str = "bart_base"
   arch: tuple[tuple[str, int], ...] = ()    # preset overrides: (("d_model", 256), ...)
   objective: str = "summarize"
   dataset: str = "xsum"
-  data_dir: str | None = None
   text_files: tuple[str, ...] = ()          # extra denoising text (one sentence per line)
   heldout_fraction: float = 0.1
   split_seed: int = 0
-  tokenizer: str = "gpt2"
+  tokenizer: str | None = "gpt2"
   source_max_len: int | None = None
   target_max_len: int | None = None
-  bits: str = "fp32"
-  symmetric: bool = True
   weight_clip: tuple[float, float] | None = (-1.0, 1.0)   # Table C.1 BART-base clip
-  act_clip: tuple[float, float] | None = None
-  teacher: str | None = None
-  loss_terms: tuple[str, ...] | None = None
   encoder_layer_map: tuple[int, ...] | None = None
   decoder_layer_map: tuple[int, ...] | None = None
-  dropout: float = 0.1
+  dropout: float | None = 0.1
   learning_rate: float = 5e-5               # Table C.1 BART-base: LR 5e-5, batch 16, 20 epochs; DQ-BART: no decay
   batch_size: int = 16
-  num_train_steps: int | None = None
   num_epochs: float = 20.0
-  warmup_steps: int | None = None
+  warmup_ratio: float | None = 0.05         # DQ-BART's warmup ratio
   weight_decay: float = 0.0
   grad_clip_norm: float = 1.0
   eval_every_steps: int = 500
-  checkpoint_every_steps: int | None = None  # latest/ every N steps (None: at every evaluation)
-  log_every_steps: int = 50
   eval_batch_size: int = 32
-  compute_dtype: str = "float32"
-  seed: int = 42
   num_beams: int | None = None              # None: GENERATION_DEFAULTS of the dataset (also the next three)
   length_penalty: float | None = None
   min_length: int | None = None
@@ -108,6 +102,14 @@ class SummarizationRunConfig:
   eval_examples: int | None = None          # beam-decode only the first N held-out examples
   time_budget_s: float | None = None
   max_steps_this_run: int | None = None
+
+  RUNTIME_KEYS = ("workdir", "time_budget_s", "max_steps_this_run", "eval_examples")
+  PATH_FIELDS = ("model", "teacher", "tokenizer", "data_dir", "workdir")
+
+  @property
+  def starts_from_run(self) -> bool:
+    """`model` names an experiments.summarize run directory (it has train.loop's checkpoints/)."""
+    return os.path.isdir(os.path.join(self.model, rundir.CHECKPOINTS))
 
 
 @dataclasses.dataclass
@@ -217,17 +219,10 @@ class Seq2SeqTask:
 
 def reduce_layers(teacher_params, encoder_layer_map: Sequence[int] | None, decoder_layer_map: Sequence[int] | None):
   """Student params: the teacher's, with encoder/decoder layer i taken from teacher layer map[i] (None: all)."""
-  params = jax.tree.map(lambda x: x, dict(teacher_params))
+  params = dict(teacher_params)
   for side, layer_map in (("encoder", encoder_layer_map), ("decoder", decoder_layer_map)):
-    if layer_map is None:
-      continue
-    stack = dict(params[side])
-    teacher_layers = {k: v for k, v in stack.items() if k.startswith("layers_")}
-    for k in teacher_layers:
-      del stack[k]
-    for i, t in enumerate(layer_map):
-      stack[f"layers_{i}"] = teacher_layers[f"layers_{t}"]
-    params[side] = stack
+    if layer_map is not None:
+      params = distill.student_params_from_teacher(params, layer_map, stack=side, layer_prefix="layers_")
   return params
 
 
@@ -273,28 +268,27 @@ def _parse_map(layer_map, n_student, n_teacher, what):
       return None
     if n_teacher == 6 and n_student in DQ_BART_LAYER_MAPS:
       return DQ_BART_LAYER_MAPS[n_student]
-    return distill.default_layer_map(n_teacher, n_student)
-  return distill.check_layer_map(layer_map, n_student, n_teacher, what)
+    return distill.default_layer_map(n_student, n_teacher, spacing="ends")
+  return distill.validate_layer_map(layer_map, n_teacher, n_student, what=what, strictly_increasing=False)
 
 
 def validate(cfg: SummarizationRunConfig) -> Plan:
-  """Every check before work starts; errors name the flag."""
+  """Every check before work starts (base.RunConfig.validate, then the task's own); errors name the flag."""
+  cfg.validate()
   if cfg.objective not in OBJECTIVES:
     raise ValueError(f"--objective={cfg.objective!r} is not one of {OBJECTIVES}")
   if cfg.bits not in BITS:
     raise ValueError(f"--bits={cfg.bits!r} is not one of {BITS}")
   if cfg.num_beams is not None and cfg.num_beams < 1:
     raise ValueError(f"--num_beams={cfg.num_beams} must be >= 1")
-  if not 0.0 <= cfg.dropout < 1.0:
-    raise ValueError(f"--dropout={cfg.dropout} must be in [0, 1)")
-  if cfg.compute_dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"--compute_dtype={cfg.compute_dtype!r} must be float32 or bfloat16")
-  for name in ("weight_clip", "act_clip"):
-    clip = getattr(cfg, name)
-    if clip is not None and not clip[0] < clip[1]:
-      raise ValueError(f"--{name}={clip} must be lo,hi with lo < hi")
-  if cfg.teacher and cfg.init:
-    raise ValueError("--teacher and --init both name a starting point; a student starts from its teacher")
+  unknown = [name for name, _ in cfg.arch if name not in ARCH_FIELDS]
+  if unknown:
+    raise ValueError(f"--arch names {unknown}; choose from {ARCH_FIELDS}")
+  if cfg.dropout is None:
+    raise ValueError("--dropout must be set for summarization runs (BART-base uses 0.1)")
+  if cfg.teacher and cfg.starts_from_run:
+    raise ValueError(f"--teacher and --model={cfg.model!r} (a run directory) both name a starting point; a student "
+                     "starts from its teacher")
   for path in [cfg.data_dir] + list(cfg.text_files):
     if path is not None and not os.path.exists(path):
       raise FileNotFoundError(f"data path {path!r} does not exist")
@@ -304,15 +298,13 @@ def validate(cfg: SummarizationRunConfig) -> Plan:
   if cfg.objective == "denoise" and tokenizer.mask_token_id is None:
     raise ValueError(f"--objective=denoise needs a tokenizer with a <mask> token ({cfg.tokenizer!r} has none)")
 
-  quant_policy = policy_lib.make_policy(cfg.bits, symmetric=cfg.symmetric,
-                                        weight_clip=cfg.weight_clip if cfg.bits != "fp32" else None,
-                                        act_clip=cfg.act_clip if cfg.bits != "fp32" else None)
+  quant_policy = cfg.make_policy()
   dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
   drop = {"dropout": cfg.dropout, "attention_dropout": cfg.dropout, "activation_dropout": cfg.dropout}
   ids = {"pad_token_id": special["pad"], "bos_token_id": special["bos"], "eos_token_id": special["eos"],
          "decoder_start_token_id": special["eos"]}
   teacher_meta, emap, dmap = None, None, None
-  source = cfg.teacher or cfg.init
+  source = cfg.teacher or (cfg.model if cfg.starts_from_run else None)
   if source is not None:
     teacher_meta = read_run_metadata(source)
     stored = dict(teacher_meta["model_config"])
@@ -351,9 +343,7 @@ def validate(cfg: SummarizationRunConfig) -> Plan:
                        f"{getattr(config, name)}")
   src_len, tgt_len = sum_data.check_lengths(spec, cfg.source_max_len, cfg.target_max_len,
                                             config.max_position_embeddings)
-  terms = cfg.loss_terms or (PAPER_LOSS_TERMS if cfg.teacher else ("gt",))
-  if cfg.teacher is None and set(terms) != {"gt"}:
-    raise ValueError(f"--loss_terms={','.join(terms)} need --teacher")
+  terms = cfg.kd_losses or (PAPER_LOSS_TERMS if cfg.teacher else ("gt",))
   beams, penalty, max_gen, min_len = GENERATION_DEFAULTS[cfg.dataset]
   beams = beams if cfg.num_beams is None else cfg.num_beams
   penalty = penalty if cfg.length_penalty is None else cfg.length_penalty
@@ -460,8 +450,8 @@ class _BudgetSpent(Exception):
 
 
 def _initial_params(cfg, plan, model):
-  if cfg.teacher or cfg.init:
-    _, params, _ = restore_run(cfg.teacher or cfg.init, policy=None)
+  if cfg.teacher or cfg.starts_from_run:
+    _, params, _ = restore_run(cfg.teacher or cfg.model, policy=None)
     return reduce_layers(params, plan.encoder_layer_map, plan.decoder_layer_map)
   if os.path.isdir(cfg.model):
     _, params = registry.load_pretrained(cfg.model, policy=plan.policy, dtype=plan.config.dtype)
@@ -470,10 +460,27 @@ def _initial_params(cfg, plan, model):
   return jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), ids, None, ids)["params"]
 
 
-def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
-  """Validates, trains (or resumes), reloads the best checkpoint, evaluates; returns results.json's dict."""
-  t0 = time.time()
+def run_config_section(cfg: SummarizationRunConfig) -> dict:
+  """The part of config.json this task owns: a run directory is locked to it (train.rundir)."""
+  return {"kind": TASK_KIND, "run": cfg.locked_dict()}
+
+
+def prepare(cfg: SummarizationRunConfig, *, overwrite: bool = False) -> tuple[SummarizationRunConfig, Plan]:
+  """Validation and the run-directory check, before any data or weights are read: every input error is a
+  ValueError / FileNotFoundError here (the launcher turns them into one-line usage errors). Returns the config with
+  absolute paths and its Plan."""
+  cfg = cfg.with_absolute_paths()
   plan = validate(cfg)
+  rundir.RunDir(cfg.workdir).prepare(run_config_section(cfg), overwrite=overwrite, runtime_keys=cfg.RUNTIME_KEYS)
+  return cfg, plan
+
+
+def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool = False,
+        prepared: tuple[SummarizationRunConfig, Plan] | None = None, git_commit: str | None = None) -> dict:
+  """Validates (unless `prepared` is the result of `prepare`), trains (or resumes), reloads the best checkpoint,
+  evaluates; returns results.json's dict. `git_commit`: recorded where the tree has no .git (else its HEAD)."""
+  t0 = time.time()
+  cfg, plan = prepared or prepare(cfg, overwrite=overwrite)
   model = bart.BartForConditionalGeneration(plan.config)
   teacher_model = teacher_params = None
   if cfg.teacher is not None:
@@ -486,9 +493,8 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
     train_arrays, heldout, heldout_ex, described = _summarization_data(cfg, plan)
     source = ArrayBatchSource(train_arrays, cfg.batch_size, cfg.seed)
   steps = cfg.num_train_steps or max(1, int(round(cfg.num_epochs * source.steps_per_epoch)))
-  warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * steps)
   tcfg = train.TrainConfig(num_train_steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                           warmup_steps=min(warmup, steps), weight_decay=cfg.weight_decay,
+                           warmup_steps=cfg.warmup_steps_for(steps), weight_decay=cfg.weight_decay,
                            grad_clip_norm=cfg.grad_clip_norm, eval_every_steps=min(cfg.eval_every_steps, steps),
                            seed=cfg.seed, compute_dtype=cfg.compute_dtype,
                            log_every_steps=min(cfg.log_every_steps, steps),
@@ -504,12 +510,11 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
   task = Seq2SeqTask(model, teacher_model, plan.loss_terms, plan.encoder_layer_map, plan.decoder_layer_map)
   meta = {"task": "summarization", "objective": cfg.objective, "model_config": model_config,
           "dataset": cfg.dataset, "tokenizer": cfg.tokenizer, "tokenizer_vocab_size": len(plan.tokenizer),
-          "bits": cfg.bits, "symmetric": cfg.symmetric, "teacher": cfg.teacher,
+          "bits": cfg.bits, "symmetric": cfg.symmetric, "quant_mode": cfg.quant_mode, "teacher": cfg.teacher,
           "encoder_layer_map": plan.encoder_layer_map, "decoder_layer_map": plan.decoder_layer_map}
-  cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
-  run_info = {"config": {"summarize": cfg_dict, "model_config": model_config, "loss_terms": list(plan.loss_terms)},
+  run_info = {"config": dict(run_config_section(cfg), model_config=model_config, kd_losses=list(plan.loss_terms)),
               "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv),
-              "runtime_keys": RUNTIME_KEYS}
+              "runtime_keys": cfg.RUNTIME_KEYS, "git_commit": git_commit}
   train_src = source if cfg.time_budget_s is None else _Deadline(source, t0 + cfg.time_budget_s)
   stopped_at = None
   try:
@@ -525,16 +530,16 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None) -> dict:
                          "--eval_every_steps") from e
   if summary.get("interrupted"):
     return summary
-  return evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, argv, t0)
+  return evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, argv, t0, git_commit)
 
 
-def evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, argv, t0) -> dict:
+def evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, argv, t0, git_commit=None) -> dict:
   """Eval reload: best checkpoint, float32 compute; held-out loss by position, beam search + ROUGE."""
   model, params, best_meta = restore_run(cfg.workdir)
   task = Seq2SeqTask(model)
   results = {
       "workdir": os.path.abspath(cfg.workdir), "objective": cfg.objective, "dataset": cfg.dataset,
-      "bits": cfg.bits, "symmetric": cfg.symmetric, "policy": plan.policy.name,
+      "bits": cfg.bits, "symmetric": cfg.symmetric, "quant_mode": cfg.quant_mode, "policy": plan.policy.name,
       "model_config": best_meta["model_config"], "teacher": cfg.teacher, "loss_terms": list(plan.loss_terms),
       "encoder_layer_map": plan.encoder_layer_map, "decoder_layer_map": plan.decoder_layer_map,
       "source_max_len": plan.source_max_len, "target_max_len": plan.target_max_len,
@@ -542,7 +547,7 @@ def evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, arg
       "stopped_by_time_budget": stopped_at is not None, "batch_size": cfg.batch_size,
       "learning_rate": cfg.learning_rate, "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
       "train_wall_time_s": summary.get("wall_time_s"), "device_kind": jax.devices()[0].device_kind,
-      "command": " ".join(argv or sys.argv), "git_commit": rundir.git_commit(),
+      "command": " ".join(argv or sys.argv), "git_commit": git_commit or rundir.git_commit(),
       "valid": positional_nll(task, params, heldout, cfg.eval_batch_size),
   }
   if cfg.objective == "summarize":

@@ -13,7 +13,8 @@ Each function takes `weights` / `attention_mask` so padding never enters the mea
 Layer maps (students with fewer layers than the teacher): `layer_map[i]` is the teacher layer that student layer i
 learns from (0-based), so Att* compares student layer i with teacher layer layer_map[i], and Rep compares student
 hidden state i+1 with teacher hidden state layer_map[i]+1 (hidden state 0, the embedding output, with 0).
-`uniform_layer_map` is TinyBERT's uniform choice, which ends on the teacher's last layer.
+`validate_layer_map` checks a map and `default_layer_map` chooses one (TinyBERT's uniform spacing, or evenly spaced
+from the first to the last layer); both are at the end of this module, with the helpers that apply a map.
 """
 
 from __future__ import annotations
@@ -95,44 +96,6 @@ def validate_loss_terms(terms: Sequence[str], *, has_teacher: bool) -> tuple[str
   return terms
 
 
-def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
-  """Student layer i -> teacher layer (i+1)*T/S - 1: evenly spaced, ending on the teacher's last layer
-  (6 -> 3: (1, 3, 5); 12 -> 6: (1, 3, 5, 7, 9, 11))."""
-  validate_layer_map(tuple(range(student_layers)), teacher_layers)  # student_layers <= teacher_layers, positive
-  return tuple((i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers))
-
-
-def validate_layer_map(layer_map: Sequence[int], teacher_layers: int, student_layers: int | None = None
-                       ) -> tuple[int, ...]:
-  """Checks a student -> teacher layer map: not longer than the teacher, strictly increasing, in range."""
-  layer_map = tuple(int(i) for i in layer_map)
-  if not layer_map:
-    raise ValueError("the layer map is empty: a student needs at least one layer")
-  if len(layer_map) > teacher_layers:
-    raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} entries, longer than the teacher's "
-                     f"{teacher_layers} layers")
-  if student_layers is not None and len(layer_map) != student_layers:
-    raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} entries for a {student_layers}-layer student")
-  if any(not 0 <= i < teacher_layers for i in layer_map):
-    raise ValueError(f"layer map {list(layer_map)}: teacher layers are 0..{teacher_layers - 1}")
-  if any(b <= a for a, b in zip(layer_map, layer_map[1:])):
-    raise ValueError(f"layer map {list(layer_map)} must be strictly increasing")
-  return layer_map
-
-
-def map_teacher_layers(teacher, layer_map: Sequence[int] | None):
-  """The teacher's per-layer taps (ModelOutput: hidden_states incl. the embedding output, attention_scores,
-  attention_probs) restricted to the mapped layers, so they line up with a student's."""
-  if teacher is None or layer_map is None:
-    return teacher
-  pick = lambda layers: None if layers is None else tuple(layers[i] for i in layer_map)
-  hidden = teacher.hidden_states
-  if hidden is not None:
-    hidden = (hidden[0],) + tuple(hidden[i + 1] for i in layer_map)
-  return teacher.replace(hidden_states=hidden, attention_scores=pick(teacher.attention_scores),
-                         attention_probs=pick(teacher.attention_probs))
-
-
 def kd_loss(student, teacher, labels, attention_mask, terms: Sequence[str], *, is_regression: bool,
             layer_map: Sequence[int] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Sum of the selected terms. student/teacher: ModelOutput-like objects with logits, attention_scores,
@@ -156,32 +119,55 @@ def kd_loss(student, teacher, labels, attention_mask, terms: Sequence[str], *, i
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Shallower students: a layer map says which teacher layer each student layer learns from (DQ-BART's layer
-# reduction). layer_map[i] = teacher layer (0-based) of student layer i. Hidden states carry the embedding output
-# first, so hidden state 0 pairs with teacher hidden state 0 and hidden state i + 1 with teacher layer_map[i] + 1.
+# Shallower students (GLUE's layer-reduced BERT, DQ-BART's layer reduction): a layer map says which teacher layer
+# each student layer learns from and starts as. layer_map[i] = teacher layer (0-based) of student layer i. Hidden
+# states carry the embedding output first, so hidden state 0 pairs with teacher hidden state 0 and hidden state
+# i + 1 with teacher layer_map[i] + 1.
+
+LAYER_MAP_SPACINGS = ("uniform", "ends")
 
 
-def check_layer_map(layer_map: Sequence[int], num_student_layers: int, num_teacher_layers: int,
-                    what: str = "layer map") -> tuple[int, ...]:
-  """The map as a tuple; ValueError when its length is not the student's depth or it names a missing layer."""
+def default_layer_map(student_layers: int, teacher_layers: int, spacing: str = "uniform") -> tuple[int, ...]:
+  """The teacher layer of each student layer when no map is given (equal depths: the identity).
+    uniform  TinyBERT's choice (GLUE students): student layer i <- teacher layer (i+1)*T/S - 1, evenly spaced and
+             ending on the teacher's last layer (6 -> 3: (1, 3, 5); 12 -> 6: (1, 3, 5, 7, 9, 11)); the student may
+             not be deeper than the teacher.
+    ends     evenly spaced from the teacher's first layer to its last, rounded half to even (12 -> 3: (0, 6, 11);
+             one layer: the last); BART's fallback where DQ-BART's table has no entry (a deeper student repeats
+             layers)."""
+  if spacing == "uniform":
+    validate_layer_map(tuple(range(student_layers)), teacher_layers)  # student_layers <= teacher_layers, positive
+    return tuple((i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers))
+  if spacing != "ends":
+    raise ValueError(f"layer map spacing {spacing!r} is not one of {LAYER_MAP_SPACINGS}")
+  if student_layers == teacher_layers:
+    return tuple(range(teacher_layers))
+  if student_layers == 1:
+    return (teacher_layers - 1,)
+  return tuple(int(round(x)) for x in np.linspace(0, teacher_layers - 1, student_layers))
+
+
+def validate_layer_map(layer_map: Sequence[int], teacher_layers: int, student_layers: int | None = None, *,
+                       what: str = "layer map", strictly_increasing: bool = True) -> tuple[int, ...]:
+  """The map as a tuple of ints, checked: not empty, one entry per student layer (when `student_layers` is given),
+  only teacher layers that exist; with `strictly_increasing` (GLUE: the student keeps a subset of the teacher's
+  layers in order) also no longer than the teacher and strictly increasing. BART passes False: its students may
+  repeat or reorder teacher layers. `what` names the map in the errors (e.g. the flag)."""
   layer_map = tuple(int(i) for i in layer_map)
-  if len(layer_map) != num_student_layers:
-    raise ValueError(f"{what} {list(layer_map)} has {len(layer_map)} entries for a student of "
-                     f"{num_student_layers} layers")
-  bad = [i for i in layer_map if not 0 <= i < num_teacher_layers]
+  if not layer_map:
+    raise ValueError(f"the {what} is empty: a student needs at least one layer")
+  if strictly_increasing and len(layer_map) > teacher_layers:
+    raise ValueError(f"{what} {list(layer_map)} has {len(layer_map)} entries, longer than the teacher's "
+                     f"{teacher_layers} layers")
+  if student_layers is not None and len(layer_map) != student_layers:
+    raise ValueError(f"{what} {list(layer_map)} has {len(layer_map)} entries for a {student_layers}-layer student")
+  bad = [i for i in layer_map if not 0 <= i < teacher_layers]
   if bad:
     raise ValueError(f"{what} {list(layer_map)} names teacher layer(s) {bad}, but the teacher has layers "
-                     f"0..{num_teacher_layers - 1}")
+                     f"0..{teacher_layers - 1}")
+  if strictly_increasing and any(b <= a for a, b in zip(layer_map, layer_map[1:])):
+    raise ValueError(f"{what} {list(layer_map)} must be strictly increasing")
   return layer_map
-
-
-def default_layer_map(num_teacher_layers: int, num_student_layers: int) -> tuple[int, ...]:
-  """Identity for equal depths; else evenly spaced teacher layers from the first to the last (one layer: the last)."""
-  if num_student_layers == num_teacher_layers:
-    return tuple(range(num_teacher_layers))
-  if num_student_layers == 1:
-    return (num_teacher_layers - 1,)
-  return tuple(int(round(x)) for x in np.linspace(0, num_teacher_layers - 1, num_student_layers))
 
 
 def map_layers(teacher_layers: Sequence, layer_map: Sequence[int] | None) -> list:
@@ -194,6 +180,19 @@ def map_hidden_states(teacher_hidden: Sequence, layer_map: Sequence[int] | None)
   if layer_map is None:
     return list(teacher_hidden)
   return [teacher_hidden[0]] + [teacher_hidden[i + 1] for i in layer_map]
+
+
+def map_teacher_layers(teacher, layer_map: Sequence[int] | None):
+  """The teacher's per-layer taps (ModelOutput: hidden_states incl. the embedding output, attention_scores,
+  attention_probs) restricted to the mapped layers, so they line up with a student's."""
+  if teacher is None or layer_map is None:
+    return teacher
+  pick = lambda layers: None if layers is None else tuple(map_layers(layers, layer_map))
+  hidden = teacher.hidden_states
+  if hidden is not None:
+    hidden = tuple(map_hidden_states(hidden, layer_map))
+  return teacher.replace(hidden_states=hidden, attention_scores=pick(teacher.attention_scores),
+                         attention_probs=pick(teacher.attention_probs))
 
 
 def pair_masked_score_mse(student_scores: Sequence[jax.Array], teacher_scores: Sequence[jax.Array],
@@ -209,7 +208,8 @@ def pair_masked_score_mse(student_scores: Sequence[jax.Array], teacher_scores: S
 def student_params_from_teacher(teacher_params: dict, layer_map: Sequence[int], *, stack: str = "encoder",
                                 layer_prefix: str = "layer_") -> dict:
   """A layer-reduced student's initial params: everything of the teacher except `stack`'s layers, and student
-  layer i a copy of teacher layer layer_map[i] (BERT: params["encoder"]["layer_{i}"])."""
+  layer i a copy of teacher layer layer_map[i] (BERT: params["encoder"]["layer_{i}"]; BART: stack "encoder" or
+  "decoder", layer_prefix "layers_")."""
   layers = teacher_params[stack]
   missing = [f"{layer_prefix}{j}" for j in layer_map if f"{layer_prefix}{j}" not in layers]
   if missing:

@@ -8,6 +8,7 @@ import pytest
 from int4jax.tasks import base
 from int4jax.tasks.glue import GlueRunConfig
 from int4jax.tasks.lm import LMRunConfig
+from int4jax.tasks.summarization import SummarizationRunConfig
 
 
 def glue(**kw):
@@ -34,7 +35,7 @@ def test_validate_names_the_flag(kw, message):
 
 def test_shared_fields_are_one_definition():
   shared = {f.name for f in dataclasses.fields(base.RunConfig)}
-  for cls in (GlueRunConfig, LMRunConfig):
+  for cls in (GlueRunConfig, LMRunConfig, SummarizationRunConfig):
     assert shared <= {f.name for f in dataclasses.fields(cls)}
   assert glue(warmup_steps=7).warmup_steps_for(100) == 7 and glue(warmup_ratio=0.25).warmup_steps_for(100) == 25
 

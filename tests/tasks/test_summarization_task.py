@@ -1,5 +1,6 @@
 """The summarization task end to end on a tiny BART (CPU, seconds): FP run with resume, a layer-reduced W4A4 KD
-student, beam-decoded held-out summaries + ROUGE, KD terms, bad input before any work."""
+student, beam-decoded held-out summaries + ROUGE, KD terms, a run directory as the starting point, the run-directory
+lock, bad input before any work."""
 import dataclasses
 import json
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from int4jax.tasks import summarization as task_lib
+from int4jax.train import rundir
 
 ARCH = (("d_model", 16), ("encoder_layers", 2), ("decoder_layers", 2), ("encoder_attention_heads", 2),
         ("decoder_attention_heads", 2), ("encoder_ffn_dim", 32), ("decoder_ffn_dim", 32),
@@ -81,12 +83,30 @@ def test_reduce_layers_copies_the_mapped_teacher_layers(teacher):
   assert student["encoder"] is not None and len([k for k in student["encoder"] if k.startswith("layers_")]) == 2
 
 
+def test_a_run_directory_as_model_starts_from_that_run(teacher, data, tmp_path):
+  """--model=<run> (the old --init): the architecture is the run's; a teacher beside it is refused."""
+  workdir, _ = teacher
+  cfg = _cfg(tmp_path / "ft", data, arch=(), model=str(workdir))
+  plan = task_lib.validate(cfg)
+  assert cfg.starts_from_run and plan.teacher_meta["model_config"]["d_model"] == 16
+  assert plan.config.encoder_layers == 2 and plan.loss_terms == ("gt",)
+  with pytest.raises(ValueError, match="both name a starting point"):
+    task_lib.validate(_cfg(tmp_path / "bad", data, arch=(), model=str(workdir), teacher=str(workdir), bits="w4a4"))
+
+
+def test_run_directory_is_locked_to_its_config(teacher, data):
+  workdir, _ = teacher
+  with pytest.raises(rundir.RunConfigMismatch, match="learning_rate"):
+    task_lib.prepare(_cfg(workdir, data, learning_rate=0.5))
+  task_lib.prepare(_cfg(workdir, data, max_steps_this_run=5))          # a runtime key: resumes
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(num_beams=0), "--num_beams=0"),
     (dict(decoder_layer_map=(0, 2)), r"names teacher layer\(s\) \[2\]"),
     (dict(bits="w3a3"), "--bits"),
     (dict(tokenizer="bert-base-uncased"), "no BOS/EOS"),
-    (dict(loss_terms=("logit",), teacher=None), "need --teacher"),
+    (dict(kd_losses=("logit",), teacher=None), "need a teacher"),
 ])
 def test_bad_input_before_work(teacher, data, tmp_path, bad, match):
   workdir, _ = teacher

@@ -20,13 +20,20 @@ def test_layer_map_selects_teacher_layers():
   assert float(distill.pair_masked_score_mse(s, t, pair)) == pytest.approx(4.0)
 
 
-def test_default_maps_and_bad_maps():
-  assert distill.default_layer_map(6, 6) == tuple(range(6))
-  assert distill.default_layer_map(6, 1) == (5,) and distill.default_layer_map(6, 2) == (0, 5)
-  assert distill.default_layer_map(12, 3) == (0, 6, 11)   # evenly spaced (round half to even), ends included
-  with pytest.raises(ValueError, match=r"names teacher layer\(s\) \[6\].*0..5"):
-    distill.check_layer_map((0, 6), 2, 6)
-  with pytest.raises(ValueError, match="has 1 entries for a student of 2 layers"):
-    distill.check_layer_map((0,), 2, 6)
+def test_ends_maps_and_bad_maps():
+  """BART's maps: evenly spaced with both ends (deeper students repeat layers), any order (not strictly increasing)."""
+  ends = lambda s, t: distill.default_layer_map(s, t, spacing="ends")
+  assert ends(6, 6) == tuple(range(6))
+  assert ends(1, 6) == (5,) and ends(2, 6) == (0, 5)
+  assert ends(3, 12) == (0, 6, 11)   # evenly spaced (round half to even), ends included
+  assert ends(8, 6) == (0, 1, 1, 2, 3, 4, 4, 5)
+  loose = dict(strictly_increasing=False, what="--decoder_layer_map")
+  assert distill.validate_layer_map((5, 0, 5), 6, 3, **loose) == (5, 0, 5)
+  with pytest.raises(ValueError, match=r"--decoder_layer_map \[0, 6\] names teacher layer\(s\) \[6\].*0..5"):
+    distill.validate_layer_map((0, 6), 6, 2, **loose)
+  with pytest.raises(ValueError, match="has 1 entries for a 2-layer student"):
+    distill.validate_layer_map((0,), 6, 2, **loose)
+  with pytest.raises(ValueError, match="spacing 'even' is not one of"):
+    distill.default_layer_map(2, 6, spacing="even")
   with pytest.raises(ValueError, match="2 student vs 3 teacher"):
     distill.hidden_state_mse([np.zeros(1)] * 2, [np.zeros(1)] * 3)

@@ -11,8 +11,10 @@ from int4jax.train import distill
 
 
 def test_uniform_map_and_validation():
-  assert distill.uniform_layer_map(3, 6) == (1, 3, 5) and distill.uniform_layer_map(6, 12) == (1, 3, 5, 7, 9, 11)
-  assert distill.uniform_layer_map(4, 4) == (0, 1, 2, 3)
+  assert distill.default_layer_map(3, 6) == (1, 3, 5) and distill.default_layer_map(6, 12) == (1, 3, 5, 7, 9, 11)
+  assert distill.default_layer_map(4, 4) == (0, 1, 2, 3)
+  with pytest.raises(ValueError, match="longer than the teacher's 6 layers"):
+    distill.default_layer_map(7, 6)
   with pytest.raises(ValueError, match="longer than the teacher's 6 layers"):
     distill.validate_layer_map(range(7), 6)
   with pytest.raises(ValueError, match="strictly increasing"):
@@ -21,6 +23,8 @@ def test_uniform_map_and_validation():
     distill.validate_layer_map((0, 6), 6)
   with pytest.raises(ValueError, match="for a 2-layer student"):
     distill.validate_layer_map((0, 1, 2), 6, 2)
+  with pytest.raises(ValueError, match="layer map is empty"):
+    distill.validate_layer_map((), 6)
 
 
 def test_kd_terms_compare_student_layer_i_with_teacher_layer_map_i():
