@@ -65,6 +65,12 @@ def define_common(*, model_help: str, bits_choices: list[str], default_model: st
   flags.DEFINE_string("init", None, "Deprecated: use --model=<HF checkpoint dir> (or a preset for a random init).")
 
 
+def define_jax_cache_dir() -> None:
+  """--jax_cache_dir, for launchers that turn on JAX's persistent compilation cache (train/compile_cache.py)."""
+  flags.DEFINE_string("jax_cache_dir", None, "JAX persistent compilation cache folder (default "
+                      "$INT4JAX_JAX_CACHE or ~/.cache/int4jax/jax); 'none' turns it off.")
+
+
 def parse_clip(value: str | None, flag: str):
   """'lo,hi' -> (lo, hi); 'none' -> 'none' (explicitly no clip); None -> None (the task's default)."""
   if value is None:

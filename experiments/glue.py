@@ -81,8 +81,7 @@ def define_flags() -> None:
   flags.DEFINE_enum("qat", None, ["int4jax", "qwix"], "Quantizer of the student: int4jax's policy (default) or "
                     "Qwix's QAT on the same GEMMs (int4 per-channel weights, per-token activations; needs qwix).")
   flags.DEFINE_list("seeds", None, "Run once per seed into <workdir>/seed<s>; report mean and std (e.g. 1,2,3).")
-  flags.DEFINE_string("jax_cache_dir", None, "JAX persistent compilation cache folder (default "
-                      "$INT4JAX_JAX_CACHE or ~/.cache/int4jax/jax); 'none' turns it off.")
+  common.define_jax_cache_dir()
   flags.DEFINE_string("sparsity", None, "N:M sparsity of the student's quantized weights along K, N kept of M: "
                       "2:4 (50%), 1:4 (75%); optionally scoped, e.g. 2:4@ffn (scopes: all, ffn, attn, a GEMM type).")
   flags.DEFINE_enum("prune", None, ["static", "movement"], "Masks from the teacher's |W| (fixed) or movement "

@@ -23,7 +23,8 @@ still work and print the new one. Defaults are BART-base's Table C.1 row (int4ja
 checkpoint (lowest held-out loss) and beam-decodes the held-out part (--num_beams, --length_penalty,
 --no_repeat_ngram_size, --min_length, --max_gen_length), scoring ROUGE-1/2/L/Lsum; results.json also holds the
 per-position loss that `python -m experiments.lm_analysis --analysis=positional --runs=fp=...,w4a4=...` plots.
-Re-running a command resumes from checkpoints/latest; a different command in the same --workdir is refused (naming
+Every run uses JAX's persistent compilation cache (--jax_cache_dir, default ~/.cache/int4jax/jax): a second run of
+the same shapes and settings skips XLA's compilation. Re-running a command resumes from checkpoints/latest; a different command in the same --workdir is refused (naming
 the keys that differ) unless --overwrite.
 """
 from __future__ import annotations
@@ -64,7 +65,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_gen_length", None, "Maximum generated length in tokens (decoder start included).")
   flags.DEFINE_integer("no_repeat_ngram_size", None, "Ban repeated n-grams (default 3; 0 = off).")
   flags.DEFINE_integer("eval_examples", None, "Beam-decode only the first N held-out examples.")
-  flags.DEFINE_float("time_budget_s", None, "Stop training after this many seconds (best checkpoint evaluated).")
+  common.define_jax_cache_dir()
+  flags.DEFINE_float("time_budget_s", None, "Stop training this many seconds after the run starts (compilation "
+                     "included), at the first step once an evaluation has saved best/; best/ is then evaluated.")
 
 
 def _ints(values, flag):
@@ -106,6 +109,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   common.init_distributed()
   common.apply_deprecated()
+  from int4jax.train import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.enable(FLAGS.jax_cache_dir)
   with common.usage_errors():
     prepared = task_lib.prepare(config_from_flags(), overwrite=FLAGS.overwrite)
   task_lib.run(prepared[0], ["python -m experiments.summarize"] + sys.argv[1:], prepared=prepared,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from int4jax.quant import policy as policy_lib
 from int4jax.train import distill
+from int4jax.train import rundir
 
 QUANT_MODES = ("sym", "asym")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -138,6 +139,10 @@ class RunConfig:
     """to_dict() without the runtime keys: what a run directory is locked to."""
     return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_KEYS}
 
+  def run_section(self, kind: str) -> dict[str, Any]:
+    """The part of config.json a task owns, {kind, run}: train.rundir locks a run directory to it."""
+    return {"kind": kind, "run": self.locked_dict()}
+
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]):
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -176,3 +181,13 @@ def check_vocab(tokenizer_name: str, tokenizer_size: int, model_name: str, embed
 def check_length(flag: str, value: int, model_name: str, max_positions: int) -> None:
   if value > max_positions:
     raise ValueError(f"--{flag}={value} is larger than model {model_name!r}'s {max_positions} positions")
+
+
+def prepare_run(cfg: RunConfig, validate: Callable[[RunConfig], Any], kind: str, *, overwrite: bool = False):
+  """Validation and the run-directory check of a task whose config holds its `workdir`, before any data or weights
+  are read: every input error is a ValueError / FileNotFoundError here (launchers turn them into one-line usage
+  errors). Returns (the config with absolute paths, what `validate` returned: the task's plan)."""
+  cfg = cfg.with_absolute_paths()
+  plan = validate(cfg)
+  rundir.RunDir(cfg.workdir).prepare(cfg.run_section(kind), overwrite=overwrite, runtime_keys=cfg.RUNTIME_KEYS)
+  return cfg, plan

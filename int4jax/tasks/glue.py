@@ -518,7 +518,7 @@ TASK_KIND = "glue"
 
 def run_config_section(cfg: GlueRunConfig) -> dict:
   """The part of config.json this task owns: a run directory is locked to it (train.rundir)."""
-  return {"kind": TASK_KIND, "run": cfg.locked_dict()}
+  return cfg.run_section(TASK_KIND)
 
 
 def run(exp: Experiment, workdir: str, argv: list[str] | None = None, git_commit: str | None = None,

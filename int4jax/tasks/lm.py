@@ -433,17 +433,14 @@ def _read_results(workdir: str) -> dict | None:
 
 def run_config_section(cfg: LMRunConfig) -> dict:
   """The part of config.json this task owns: a run directory is locked to it (train.rundir)."""
-  return {"kind": TASK_KIND, "run": cfg.locked_dict()}
+  return cfg.run_section(TASK_KIND)
 
 
 def prepare(cfg: LMRunConfig, *, overwrite: bool = False) -> tuple[LMRunConfig, Plan]:
   """Validation and the run-directory check, before any data or weights are read: every input error is a
   ValueError / FileNotFoundError here (launchers turn them into one-line usage errors). Returns the config with
   absolute paths and its Plan."""
-  cfg = cfg.with_absolute_paths()
-  plan = validate(cfg)
-  rundir.RunDir(cfg.workdir).prepare(run_config_section(cfg), overwrite=overwrite, runtime_keys=cfg.RUNTIME_KEYS)
-  return cfg, plan
+  return base.prepare_run(cfg, validate, TASK_KIND, overwrite=overwrite)
 
 
 def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool = False,

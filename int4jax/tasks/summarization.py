@@ -431,16 +431,23 @@ def score_predictions(predictions: Sequence[str], references: Sequence[str]) -> 
 
 
 class _Deadline:
-  """BatchSource wrapper that stops training once the time budget is spent (best/ stays the result)."""
+  """BatchSource wrapper that stops training at the first step after the time budget (deadline None: never), once
+  an evaluation has saved best/ (the result): a budget shorter than start-up + compilation still ends with a
+  checkpoint to evaluate. `second_batch_at`: when the second batch of this run was asked for, i.e. after the first
+  step's compilation (or compile-cache read)."""
 
-  def __init__(self, source, deadline: float):
-    self.source, self.deadline, self.num_examples = source, deadline, source.num_examples
+  def __init__(self, source, deadline: float | None, best_dir: str):
+    self.source, self.deadline, self.best_dir, self.num_examples = source, deadline, best_dir, source.num_examples
+    self.calls, self.second_batch_at = 0, None
 
   def position(self, step):
     return self.source.position(step)
 
   def batch_at(self, step):
-    if time.time() > self.deadline:
+    self.calls += 1
+    if self.calls == 2:
+      self.second_batch_at = time.time()
+    if self.deadline is not None and time.time() > self.deadline and checkpoint.latest_step(self.best_dir) is not None:
       raise _BudgetSpent(step)
     return self.source.batch_at(step)
 
@@ -460,19 +467,11 @@ def _initial_params(cfg, plan, model):
   return jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), ids, None, ids)["params"]
 
 
-def run_config_section(cfg: SummarizationRunConfig) -> dict:
-  """The part of config.json this task owns: a run directory is locked to it (train.rundir)."""
-  return {"kind": TASK_KIND, "run": cfg.locked_dict()}
-
-
 def prepare(cfg: SummarizationRunConfig, *, overwrite: bool = False) -> tuple[SummarizationRunConfig, Plan]:
   """Validation and the run-directory check, before any data or weights are read: every input error is a
   ValueError / FileNotFoundError here (the launcher turns them into one-line usage errors). Returns the config with
   absolute paths and its Plan."""
-  cfg = cfg.with_absolute_paths()
-  plan = validate(cfg)
-  rundir.RunDir(cfg.workdir).prepare(run_config_section(cfg), overwrite=overwrite, runtime_keys=cfg.RUNTIME_KEYS)
-  return cfg, plan
+  return base.prepare_run(cfg, validate, TASK_KIND, overwrite=overwrite)
 
 
 def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool = False,
@@ -512,10 +511,11 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None, *, overw
           "dataset": cfg.dataset, "tokenizer": cfg.tokenizer, "tokenizer_vocab_size": len(plan.tokenizer),
           "bits": cfg.bits, "symmetric": cfg.symmetric, "quant_mode": cfg.quant_mode, "teacher": cfg.teacher,
           "encoder_layer_map": plan.encoder_layer_map, "decoder_layer_map": plan.decoder_layer_map}
-  run_info = {"config": dict(run_config_section(cfg), model_config=model_config, kd_losses=list(plan.loss_terms)),
+  run_info = {"config": dict(cfg.run_section(TASK_KIND), model_config=model_config, kd_losses=list(plan.loss_terms)),
               "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv),
               "runtime_keys": cfg.RUNTIME_KEYS, "git_commit": git_commit}
-  train_src = source if cfg.time_budget_s is None else _Deadline(source, t0 + cfg.time_budget_s)
+  train_src = _Deadline(source, None if cfg.time_budget_s is None else t0 + cfg.time_budget_s,
+                        rundir.RunDir(cfg.workdir).best_dir)
   stopped_at = None
   try:
     summary = train.train_and_evaluate(task, params, teacher_params, train_src,
@@ -525,11 +525,10 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None, *, overw
     stopped_at = int(e.args[0])
     print(f"--time_budget_s={cfg.time_budget_s} reached at step {stopped_at} of {steps}", flush=True)
     summary = {"step": stopped_at, "wall_time_s": time.time() - t0}
-    if checkpoint.latest_step(os.path.join(cfg.workdir, "checkpoints", checkpoint.BEST)) is None:
-      raise RuntimeError(f"the time budget ran out before the first evaluation (step {stopped_at}); lower "
-                         "--eval_every_steps") from e
   if summary.get("interrupted"):
     return summary
+  if train_src.second_batch_at is not None:
+    summary["startup_s"] = train_src.second_batch_at - t0
   return evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, argv, t0, git_commit)
 
 
@@ -546,8 +545,9 @@ def evaluate_run(cfg, plan, summary, stopped_at, steps, heldout, heldout_ex, arg
       "best_step": best_meta["step"], "num_train_steps": steps, "steps_run": stopped_at or steps,
       "stopped_by_time_budget": stopped_at is not None, "batch_size": cfg.batch_size,
       "learning_rate": cfg.learning_rate, "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-      "train_wall_time_s": summary.get("wall_time_s"), "device_kind": jax.devices()[0].device_kind,
-      "command": " ".join(argv or sys.argv), "git_commit": git_commit or rundir.git_commit(),
+      "train_wall_time_s": summary.get("wall_time_s"), "startup_s": summary.get("startup_s"),
+      "device_kind": jax.devices()[0].device_kind, "command": " ".join(argv or sys.argv),
+      "git_commit": git_commit or rundir.git_commit(),
       "valid": positional_nll(task, params, heldout, cfg.eval_batch_size),
   }
   if cfg.objective == "summarize":

@@ -1,10 +1,14 @@
 """Turn summarization_gpu.sh's output into results/summarization_xsum.{md,json} and the positional-perplexity plot.
 
     python results/scripts/collect_summarization.py <summarization_runs.tar or its extracted folder> [results_dir]
+    python results/scripts/collect_summarization.py --status <runs folder>     # gpu.json (what the GPU script writes)
 
 ROUGE is computed here (the GPU machine has no rouge-score) from the predictions and references each run stored,
 with int4jax.summarization_metrics (run_summarization's sentence split for Lsum). The plot is
-experiments.lm_analysis's positional perplexity over the held-out summaries (teacher first).
+experiments.lm_analysis's positional perplexity over the held-out summaries (teacher first; needs matplotlib).
+`--status` needs neither: it reads walls.txt, budgets.json, gpu.txt and each run's results.json / metrics.jsonl and
+says which runs finished, which the deadline killed (partial: the best held-out loss their evaluations logged) and
+which never started; the table below carries those statuses and the budgets.
 """
 from __future__ import annotations
 
@@ -14,67 +18,135 @@ import sys
 import tarfile
 import tempfile
 
-from int4jax.analysis import lm_failure as lm_analysis
-from int4jax import summarization_metrics
-
-ORDER = ("fp32", "w4a4_sym", "w4a4_asym", "w4a4_6+3", "w4a4_6+1")
+EXPECTED = ("denoise", "fp32", "w4a4_sym", "w4a4_asym", "w4a4_6+3", "w4a4_6+1")
+ORDER = EXPECTED[1:]
 PAPER_XSUM = {  # paper_spec.md: BART-base XSum R1/R2/RL, Table 1 (FP, W4A4 sym, asym) and Table 3 (6+3, 6+1)
     "fp32": (42.18, 19.44, 34.36), "w4a4_sym": (41.54, 18.61, 33.69), "w4a4_asym": (41.53, 18.56, 33.62),
     "w4a4_6+3": (40.61, 17.83, 32.90), "w4a4_6+1": (38.23, 16.45, 31.49)}
+KILLED_RCS = {124: "killed at the deadline", 137: "killed at the deadline", 143: "stopped (TERM)"}
 
 
-def _runs(path: str) -> tuple[dict, str]:
+def _read_json(path: str):
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _read_text(path: str) -> str:
+  return open(path).read() if os.path.isfile(path) else ""
+
+
+def _metrics(run_dir: str) -> list[dict]:
+  path = os.path.join(run_dir, "metrics.jsonl")
+  return [json.loads(line) for line in open(path) if line.strip()] if os.path.isfile(path) else []
+
+
+def _walls(root: str) -> dict[str, dict]:
+  """walls.txt lines `name rc=N start=Ss wall=Ws` or `name skipped start=Ss` -> {name: fields}."""
+  out = {}
+  for line in _read_text(os.path.join(root, "walls.txt")).splitlines():
+    name, *rest = line.split()
+    fields = {k: v.rstrip("s") for k, _, v in (p.partition("=") for p in rest) if v}
+    fields["skipped"] = "skipped" in rest
+    out[name] = fields
+  return out
+
+
+def run_status(root: str) -> dict:
+  """gpu.json: the GPU, the budgets, and every run's status with its steps, walls and held-out loss."""
+  walls = _walls(root)
+  runs = {}
+  for name in list(EXPECTED) + [n for n in walls if n not in EXPECTED]:
+    w = walls.get(name)
+    run_dir = os.path.join(root, name)
+    results = _read_json(os.path.join(run_dir, "results.json"))
+    rc = int(w["rc"]) if w and "rc" in w else None
+    if results is not None:
+      status = "done"
+    elif w is None:
+      status = "not started (the script ended first)"
+    elif w["skipped"]:
+      status = "not started (deadline)"
+    else:
+      status = KILLED_RCS.get(rc, "ended without results.json" if rc == 0 else f"failed (rc {rc})")
+    entry = {"status": status, "rc": rc, "start_s": int(w["start"]) if w else None,
+             "wall_s": int(w["wall"]) if w and "wall" in w else None}
+    if results is not None:
+      entry.update({k: results.get(k) for k in ("best_step", "steps_run", "num_train_steps", "stopped_by_time_budget",
+                                                "train_wall_time_s", "startup_s")},
+                   heldout_loss=results["valid"]["loss"])
+    else:
+      rows = _metrics(run_dir)
+      evals = [r for r in rows if r.get("split") == "eval" and r.get("loss") is not None]
+      best = min(evals, key=lambda r: r["loss"]) if evals else None
+      entry.update(last_train_step=max([r["step"] for r in rows if r.get("split") == "train"], default=None),
+                   best_step=best and best["step"], best_heldout_loss=best and best["loss"])
+    runs[name] = entry
+  real = {k: v for k, v in runs.items() if not k.startswith("warm/")}
+  return {"gpu": _read_text(os.path.join(root, "gpu.txt")), "budgets": _read_json(os.path.join(root, "budgets.json")),
+          "partial": any(v["status"] != "done" for v in real.values()), "runs": real,
+          "warm_up": {k: v for k, v in runs.items() if k.startswith("warm/")}}
+
+
+def _extracted(path: str) -> str:
   if os.path.isfile(path):
     tmp = tempfile.mkdtemp()
     with tarfile.open(path) as tar:
       tar.extractall(tmp, filter="data")
-    path = tmp
-  runs = {}
-  for name in sorted(os.listdir(path)):
-    f = os.path.join(path, name, "results.json")
-    if os.path.isfile(f):
-      with open(f) as fh:
-        runs[name] = json.load(fh)
-  gpu = open(os.path.join(path, "gpu.txt")).read() if os.path.isfile(os.path.join(path, "gpu.txt")) else ""
-  return runs, gpu
+    return tmp
+  return path
 
 
 def collect(path: str, out_dir: str) -> dict:
-  runs, gpu = _runs(path)
-  if "fp32" not in runs:
-    raise ValueError(f"{path}: no fp32 teacher results.json (runs found: {sorted(runs)})")
+  from int4jax import summarization_metrics  # pylint: disable=g-import-not-at-top  (rouge-score, nltk)
+  from int4jax.analysis import lm_failure  # pylint: disable=g-import-not-at-top  (matplotlib)
+  root = _extracted(path)
+  status = _read_json(os.path.join(root, "gpu.json")) or run_status(root)
+  results = {n: _read_json(os.path.join(root, n, "results.json")) for n in status["runs"]}
+  done = {n: r for n, r in results.items() if r is not None and n != "denoise"}
+  if not done:
+    raise ValueError(f"{path}: no finished summarization run (statuses: "
+                     f"{ {n: s['status'] for n, s in status['runs'].items()} })")
   rows = {}
-  for name in [n for n in ORDER if n in runs] + [n for n in runs if n not in ORDER and n != "denoise"]:
-    r = runs[name]
-    rouge = summarization_metrics.rouge(r["predictions"], r["references"])
+  for name in [n for n in ORDER if n in status["runs"]] + [n for n in status["runs"] if n not in EXPECTED]:
+    st, r = status["runs"][name], results.get(name)
+    if r is None:   # cut by the deadline (or failed): what its evaluations logged, no ROUGE
+      rows[name] = {"status": st["status"], "rouge": None, "best_step": st.get("best_step"),
+                    "heldout_loss": st.get("best_heldout_loss"), "steps_run": st.get("last_train_step")}
+      continue
     mc = r["model_config"]
     rows[name] = {
-        "policy": r["policy"], "layers": f"{mc['encoder_layers']}+{mc['decoder_layers']}",
-        "decoder_layer_map": r.get("decoder_layer_map"), "rouge": rouge,
+        "status": "done", "policy": r["policy"], "layers": f"{mc['encoder_layers']}+{mc['decoder_layers']}",
+        "decoder_layer_map": r.get("decoder_layer_map"),
+        "rouge": summarization_metrics.rouge(r["predictions"], r["references"]),
         "heldout_loss": r["valid"]["loss"], "heldout_perplexity": r["valid"]["perplexity"],
         "best_step": r["best_step"], "steps_run": r["steps_run"], "stopped_by_time_budget": r["stopped_by_time_budget"],
-        "train_wall_time_s": r["train_wall_time_s"], "num_params": r["num_params"],
+        "train_wall_time_s": r["train_wall_time_s"], "startup_s": r.get("startup_s"), "num_params": r["num_params"],
         "num_examples": r["generation"]["num_examples"], "example_predictions": r["predictions"][:3]}
-  teacher_rl = rows["fp32"]["rouge"]["rougeL"]
+  teacher = rows.get("fp32", {}).get("rouge")
   for row in rows.values():
-    row["rougeL_gap_to_teacher"] = row["rouge"]["rougeL"] - teacher_rl
-  den = runs.get("denoise", {})
-  fp = runs["fp32"]
+    row["rougeL_gap_to_teacher"] = (row["rouge"]["rougeL"] - teacher["rougeL"]
+                                    if row["rouge"] and teacher else None)
+  den = results.get("denoise") or {}
+  ref = results.get("fp32") or next(iter(done.values()))
   out = {
       "what": "small BART (denoising-pretrained here, no pretrained BART offline) fine-tuned on a 1000-example XSum "
               "subset, W4A4 QAT+KD students; ROUGE on the held-out part",
-      "gpu": gpu, "git_commit": fp.get("git_commit"), "device_kind": fp.get("device_kind"),
-      "model_config": fp["model_config"], "generation": fp["generation"],
-      "sentence_splitter": summarization_metrics.sentence_splitter(),
+      "partial": status["partial"], "budgets_s": status["budgets"], "gpu": status["gpu"],
+      "git_commit": ref.get("git_commit"), "device_kind": ref.get("device_kind"), "model_config": ref["model_config"],
+      "generation": ref["generation"], "sentence_splitter": summarization_metrics.sentence_splitter(),
       "pretraining": {k: den.get(k) for k in ("steps_run", "best_step", "train_wall_time_s", "command")} | {
-          "heldout_denoising_loss": den.get("valid", {}).get("loss")},
-      "runs": rows, "paper_bart_base_xsum_r1_r2_rl": PAPER_XSUM,
-      "commands": {k: runs[k]["command"] for k in runs}}
+          "heldout_denoising_loss": den.get("valid", {}).get("loss"), "status": status["runs"]["denoise"]["status"]},
+      "runs": rows, "run_status": status["runs"], "paper_bart_base_xsum_r1_r2_rl": PAPER_XSUM,
+      "commands": {k: r["command"] for k, r in results.items() if r is not None}}
   os.makedirs(out_dir, exist_ok=True)
   plot_dir = os.path.join(out_dir, "summarization_xsum_positional")
-  pos = lm_analysis.positional_perplexity({k: runs[k] for k in rows}, plot_dir, split="valid", zoom=62)
+  ordered = {k: done[k] for k in rows if k in done}   # the teacher first when it finished
+  pos = lm_failure.positional_perplexity(ordered, plot_dir, split="valid", zoom=62)
   out["positional_perplexity"] = {"plot": os.path.relpath(os.path.join(plot_dir, "positional_perplexity.png"),
-                                                          out_dir), "buckets": pos.get("buckets")}
+                                                          out_dir), "reference": next(iter(ordered)),
+                                  "buckets": pos.get("buckets")}
   with open(os.path.join(out_dir, "summarization_xsum.json"), "w") as f:
     json.dump(out, f, indent=1)
   with open(os.path.join(out_dir, "summarization_xsum.md"), "w") as f:
@@ -82,10 +154,22 @@ def collect(path: str, out_dir: str) -> dict:
   return out
 
 
+def _budgets_line(b: dict | None) -> str:
+  if not b:
+    return "Budgets: not recorded."
+  return (f"Budgets (s, each from the start of the run's training program, compilation included; training stops at "
+          f"the first step after it once best/ exists): pretraining {b['pretrain_s']}, fine-tune {b['finetune_s']}, "
+          f"each of the 4 concurrent students {b['student_s']}; hard deadline {b['deadline_s']} s after the start "
+          "kills what still runs.")
+
+
 def markdown(out: dict) -> str:
   mc, gen = out["model_config"], out["generation"]
+  n_examples = next((r["num_examples"] for r in out["runs"].values() if r["status"] == "done"), "?")
   lines = [
       "# BART summarization on XSum: W4A4 and layer reduction (issue 13)", "",
+      "**Partial run**: the deadline cut at least one run (status column)." if out["partial"] else
+      "All runs finished before the deadline.", "",
       f"Model: BART {mc['encoder_layers']}+{mc['decoder_layers']} layers x {mc['d_model']} "
       f"({mc['encoder_attention_heads']} heads, FFN {mc['encoder_ffn_dim']}), GPT-2 BPE + BART's 4 specials. "
       "No pretrained BART is reachable offline: the teacher was pretrained here with BART's denoising objective "
@@ -96,26 +180,38 @@ def markdown(out: dict) -> str:
       "fine-tuned teacher; layer-reduced students initialised from DQ-BART's teacher-layer map.",
       f"Decoding: {gen['num_beams']} beams, length_penalty {gen['length_penalty']}, max_length {gen['max_length']}, "
       f"min_length {gen['min_length']}, no_repeat_ngram_size {gen['no_repeat_ngram_size']} "
-      f"(DQ-BART's XSum settings). ROUGE F x100, mean over {next(iter(out['runs'].values()))['num_examples']} "
-      f"held-out examples, Lsum split: {out['sentence_splitter']}.",
-      f"Pretraining: {out['pretraining'].get('steps_run')} steps, held-out denoising loss "
-      f"{out['pretraining'].get('heldout_denoising_loss')}. GPU: {out['device_kind']}; commit {out['git_commit']}.",
-      "", "| run | enc+dec | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | RL gap | held-out ppl | steps (best) | "
-      "train s | paper R1/R2/RL (BART-base) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+      f"(DQ-BART's XSum settings). ROUGE F x100, mean over {n_examples} held-out examples, Lsum split: "
+      f"{out['sentence_splitter']}.",
+      _budgets_line(out["budgets_s"]),
+      f"Pretraining ({out['pretraining']['status']}): {out['pretraining'].get('steps_run')} steps, held-out "
+      f"denoising loss {out['pretraining'].get('heldout_denoising_loss')}. GPU: {out['device_kind']}; commit "
+      f"{out['git_commit']}.",
+      "", "| run | status | enc+dec | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | RL gap | held-out loss | "
+      "steps (best) | train s | start-up s | paper R1/R2/RL (BART-base) |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  fmt = lambda v, spec=".2f": "-" if v is None else format(v, spec)
   for name, r in out["runs"].items():
-    g = r["rouge"]
+    g = r["rouge"] or {}
     paper = out["paper_bart_base_xsum_r1_r2_rl"].get(name)
-    lines.append(f"| {name} | {r['layers']} | {g['rouge1']:.2f} | {g['rouge2']:.2f} | {g['rougeL']:.2f} | "
-                 f"{g['rougeLsum']:.2f} | {r['rougeL_gap_to_teacher']:+.2f} | {r['heldout_perplexity']:.2f} | "
-                 f"{r['steps_run']} ({r['best_step']}) | {r['train_wall_time_s'] or 0:.0f} | "
-                 f"{'/'.join(f'{v:.2f}' for v in paper) if paper else '-'} |")
-  lines += ["", f"Positional perplexity of the decoder (held-out summaries): `{out['positional_perplexity']['plot']}`.",
+    lines.append(f"| {name} | {r['status']} | {r.get('layers', '-')} | {fmt(g.get('rouge1'))} | "
+                 f"{fmt(g.get('rouge2'))} | {fmt(g.get('rougeL'))} | {fmt(g.get('rougeLsum'))} | "
+                 f"{fmt(r['rougeL_gap_to_teacher'], '+.2f')} | {fmt(r['heldout_loss'], '.4f')} | "
+                 f"{fmt(r['steps_run'], 'd')} ({fmt(r['best_step'], 'd')}) | "
+                 f"{fmt(r.get('train_wall_time_s'), '.0f')} | "
+                 f"{fmt(r.get('startup_s'), '.0f')} | {'/'.join(f'{v:.2f}' for v in paper) if paper else '-'} |")
+  lines += ["", "Start-up s: from the start of the run's training program to its first compiled step (a few seconds "
+            "when the warm-up had filled the compilation cache).", "",
+            f"Positional perplexity of the decoder (held-out summaries, reference "
+            f"{out['positional_perplexity']['reference']}): `{out['positional_perplexity']['plot']}`.",
             "", "Commands:", ""] + [f"    {c}" for c in out["commands"].values()] + [""]
   return "\n".join(lines)
 
 
 if __name__ == "__main__":
-  if len(sys.argv) not in (2, 3):
+  if len(sys.argv) == 3 and sys.argv[1] == "--status":
+    print(json.dumps(run_status(sys.argv[2]), indent=1))
+  elif len(sys.argv) in (2, 3):
+    result = collect(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else "results")
+    print(json.dumps({k: v["rouge"] for k, v in result["runs"].items()}, indent=1))
+  else:
     raise SystemExit(__doc__)
-  result = collect(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else "results")
-  print(json.dumps({k: v["rouge"] for k, v in result["runs"].items()}, indent=1))
