@@ -24,8 +24,8 @@ checkpoint (lowest held-out loss) and beam-decodes the held-out part (--num_beam
 --no_repeat_ngram_size, --min_length, --max_gen_length), scoring ROUGE-1/2/L/Lsum; results.json also holds the
 per-position loss that `python -m experiments.lm_analysis --analysis=positional --runs=fp=...,w4a4=...` plots.
 Every run uses JAX's persistent compilation cache (--jax_cache_dir, default ~/.cache/int4jax/jax): a second run of
-the same shapes and settings skips XLA's compilation. Re-running a command resumes from checkpoints/latest; a different command in the same --workdir is refused (naming
-the keys that differ) unless --overwrite.
+the same shapes and settings skips XLA's compilation. Re-running a command resumes from checkpoints/latest; a
+different command in the same --workdir is refused (naming the keys that differ) unless --overwrite.
 """
 from __future__ import annotations
 
