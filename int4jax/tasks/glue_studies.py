@@ -188,11 +188,19 @@ def make_views(views: Sequence[tuple[str, str]]) -> None:
 
 
 def _eval_line(path: str) -> dict | None:
-  """The JSON line experiments.eval prints (the last one, if a log holds several attempts)."""
+  """The JSON object experiments.eval prints (the last one, if a log holds several attempts; a progress bar on
+  stderr may share its line)."""
   if not os.path.isfile(path):
     return None
-  lines = [line for line in open(path) if line.startswith("{")]
-  return json.loads(lines[-1]) if lines else None
+  found = None
+  for line in open(path):
+    start = line.find('{"')
+    if start >= 0:
+      try:
+        found = json.loads(line[start:])
+      except ValueError:
+        pass
+  return found
 
 
 def engine_report(work: str, meta: dict) -> dict:

@@ -81,3 +81,21 @@ def test_task_scoped_flags():
   assert glue_studies.flags_for(["--a=1", "mrpc:--b=2", "sst2:--c=3"], "mrpc") == ("--a=1", "--b=2")
   with pytest.raises(ValueError, match="not a GLUE task"):
     glue_studies.flags_for(["mprc:--b=2"], "mrpc")
+
+
+def test_engine_report_reads_the_eval_lines(tmp_path):
+  """experiments.eval's JSON lines (a progress bar may share the line) -> engine vs fake quant, per student."""
+  run = str(tmp_path / "runs" / "sst2" / "w4a4_sym" / "seed1")
+  lines = {"int_bf16": 'eval: 0batch [00:00]   {"engine": "int", "metrics": {"accuracy": 90.25}, '
+                       '"logged_fake_quant": {"accuracy": 90.0}, "split": "validation", "step": 300, "workdir": "%s"}',
+           "fake": '{"logged": {"accuracy": 90.0}, "metrics": {"accuracy": 90.0}, "split": "validation", '
+                   '"step": 300, "workdir": "%s"}'}
+  for kind, line in lines.items():
+    d = tmp_path / "engine" / "sst2_sym" / kind
+    d.mkdir(parents=True)
+    (d / "stdout.log").write_text("start-up noise\n" + line % run + "\nbest checkpoint ...\n")
+  report = glue_studies.engine_report(str(tmp_path), {"gpu": "H200", "commit": "abc"})
+  (row,) = report["runs"]
+  assert row["run"] == os.path.join("runs", "sst2", "w4a4_sym", "seed1") and row["missing"] == ["int_fp32"]
+  assert row["int_bf16_minus_fake"] == pytest.approx(0.25) and row["int_bf16_within_target"] is False
+  assert row["int_fp32"] is None and row["logged_at_training"] == 90.0 and report["gpu"] == "H200"
