@@ -7,7 +7,7 @@
 # their own teachers and together started ~36 processes on the GPU (none reached a first step).
 #
 #   MINILM=carry/minilm DATA=carry/data WHL=carry/whl OUT=$OUT bash results/scripts/minilm_gpu.sh <commit>
-#   SMOKE=1 OUT=/tmp/minilm_smoke PYTHON=.venv/bin/python bash results/scripts/minilm_gpu.sh   # CPU: ~8 min
+#   SMOKE=1 OUT=/tmp/minilm_smoke PYTHON=.venv/bin/python bash results/scripts/minilm_gpu.sh   # CPU: 8-9 min
 #
 # Carry: carry/minilm (HF dir, bf16 safetensors + tokenizer), carry/data/glue/{MRPC,SST-2}/{train,dev}.tsv,
 # carry/whl/qwix-*.whl (pure python: unzipped onto PYTHONPATH, no pip).
