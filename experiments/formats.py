@@ -10,7 +10,7 @@ CPU, seconds per run (synthetic task, tiny BERT):
 
     python -m experiments.formats --num_train_steps=24 --teacher_steps=48 --results=/tmp/formats
 
-The GPU setting of results/formats.md (all-MiniLM-L6-v2, SST-2 subsample + MRPC; results/scripts/formats_gpu.sh):
+A GPU setting (all-MiniLM-L6-v2, SST-2 subsample + MRPC; results/formats.md comes from results/scripts/minilm_gpu.sh):
 
     python -m experiments.formats --tasks=sst2,mrpc --model=$MINILM --glue_dir=$DATA/glue --seeds=0,1 \
         --max_train_examples=8000 --teacher_steps=750 --num_train_steps=600 --jobs=12 --workdir=/tmp/formats \
@@ -18,6 +18,8 @@ The GPU setting of results/formats.md (all-MiniLM-L6-v2, SST-2 subsample + MRPC;
     python -m experiments.formats --from_runs=formats_runs.json --results=results/formats   # table + plot
 
 `--from_runs` only writes the table from a runs JSON written by `--runs_json` (e.g. on a machine without matplotlib).
+`--collect_only` writes that JSON from run directories trained elsewhere under the same names (results/scripts/
+minilm_gpu.sh trains them in one queue with the other MiniLM studies).
 """
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ flags.DEFINE_string("workdir", "runs/formats", "Parent of the run directories an
 flags.DEFINE_string("results", "results/formats", "Output prefix of .md/.json/.png; empty: do not write them.")
 flags.DEFINE_string("runs_json", None, "Also write the collected run records here (input of --from_runs).")
 flags.DEFINE_string("from_runs", None, "Only write the results from this runs JSON (no training).")
+flags.DEFINE_bool("collect_only", False, "No training: read the run directories under --workdir (named as this "
+                  "command would name them) and write --runs_json / --results.")
 flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .git.")
 flags.DEFINE_string("setup", None, "Setup paragraph for the results file (default: generated from the flags).")
 flags.DEFINE_string("gpu", None, "Device description for the results file.")
@@ -189,7 +193,7 @@ def main(argv):
   for task in FLAGS.tasks:
     _data_dir(task)
   t0 = time.time()
-  status = train_all(students, seeds)
+  status = {} if FLAGS.collect_only else train_all(students, seeds)
   names = [format_zoo.run_name(t, format_zoo.TEACHER, None) for t in FLAGS.tasks]
   names += [format_zoo.run_name(t, st, s) for t in FLAGS.tasks for st in students for s in seeds]
   records = [{**format_zoo.read_run(os.path.join(os.path.abspath(FLAGS.workdir), n)), "name": n,

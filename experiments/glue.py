@@ -93,6 +93,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_layers", None, "Encoder layers of a layer-reduced student (default: the teacher's).")
   flags.DEFINE_list("layer_map", None, "Teacher layer of each student layer, 0-based, e.g. 1,3,5 (default: "
                     "uniform, ending on the teacher's last layer).")
+  flags.DEFINE_bool("prepare_only", False, "Students: build the run (data, teacher, the --augment cache) and exit "
+                    "before training, so that runs started later find the augmentation cache built.")
 
 
 STUDENT_ONLY = ("sparsity", "prune", "order", "mask_update_every", "num_layers", "layer_map")
@@ -131,6 +133,9 @@ def run_one(cfg, workdir: str, *, overwrite: bool = False, keep: tuple[str, ...]
     rundir.RunDir(workdir).prepare(glue_task.run_config_section(cfg), overwrite=overwrite,
                                    runtime_keys=cfg.RUNTIME_KEYS, keep=keep)
     exp = glue_task.build_experiment(cfg)
+  if FLAGS.prepare_only:
+    print(f"prepared {workdir} ({exp.train_source.num_examples} train examples); not trained", flush=True)
+    return {}
   result = glue_task.run(exp, workdir, argv=sys.argv, git_commit=FLAGS.git_commit,
                          max_steps_this_run=max_steps_this_run)
   _write_startup(workdir, result)
@@ -167,6 +172,8 @@ def run_seeds(bits: str, workdir: str, teacher: str | None) -> None:
       cfg = resolve(bits, teacher)
     results.append(run_one(cfg, os.path.join(workdir, f"seed{seed}"), overwrite=FLAGS.overwrite))
   FLAGS.seed = None
+  if FLAGS.prepare_only:
+    return
   stats = {n: glue_suite.mean_std([r["best"][n] for r in results]) for n in results[0]["best"]}
   print(f"\n{FLAGS.task} {bits} ({FLAGS.quant_mode or 'sym'}) over seeds {list(seeds)}, best dev checkpoint per "
         "seed: " + ", ".join(f"{n} {s['mean']:.2f} ± {s['std']:.2f}" for n, s in stats.items()), flush=True)
@@ -197,6 +204,8 @@ def main(argv):
       cfg = resolve(FLAGS.bits, FLAGS.teacher)
     run_one(cfg, workdir, overwrite=FLAGS.overwrite, max_steps_this_run=FLAGS.max_steps_this_run)
     return
+  if FLAGS.prepare_only:
+    raise app.UsageError("--prepare_only needs --bits and --teacher (the student whose data to prepare)")
   if FLAGS.max_steps_this_run is not None:
     raise app.UsageError("--max_steps_this_run needs a single stage (--bits=fp32, or --bits with --teacher)")
   if FLAGS.seeds:

@@ -24,17 +24,15 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
-import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from int4jax import metrics
 from int4jax.data import glue as glue_data
+from int4jax.tasks import run_queue
 
 # The tasks of the paper's table (WNLI is in neither its table nor its average).
 SUITE_TASKS = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb")
@@ -176,32 +174,6 @@ def plan(cfg: SuiteConfig) -> list[Run]:
 # Execute
 
 
-def _run_one(run: Run, python: str, deadline: float | None, leader: Run | None = None) -> dict:
-  if leader is not None:
-    _wait_for_start(leader, deadline)
-  os.makedirs(run.workdir, exist_ok=True)
-  cmd = [python, "-m", "experiments.glue", *run.argv]
-  log = os.path.join(run.workdir, "stdout.log")
-  t0 = time.time()
-  before = os.times()
-  with open(log, "a") as f:
-    proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-    try:
-      rc = proc.wait(timeout=None if deadline is None else max(deadline - t0, 1.0))
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-      rc = "timeout"  # its metrics.jsonl so far is collected as a partial run
-  after = os.times()
-  info = {"name": run.name, "rc": rc, "pid": proc.pid, "wall_s": time.time() - t0, "start": t0,
-          "cpu_s": (after.children_user - before.children_user) + (after.children_system - before.children_system),
-          "cmd": " ".join(cmd)}
-  with open(os.path.join(run.workdir, "process.json"), "w") as f:
-    json.dump(info, f, indent=2)
-  print(f"[suite] {run.name}: rc={rc} wall={info['wall_s']:.0f}s ({log})", flush=True)
-  return info
-
-
 def _shape_key(run: Run) -> tuple:
   """Runs equal up to seed and workdir compile the same programs (the seed lives in the state, not the step)."""
   return tuple(a for a in run.argv if not a.startswith(("--seed=", "--workdir=")))
@@ -216,33 +188,20 @@ def _leaders_first(batch: list[Run]) -> list[tuple[Run, Run | None]]:
   return [(g[0], None) for g in groups.values()] + [(r, g[0]) for g in groups.values() for r in g[1:]]
 
 
-def _wait_for_start(leader: Run, deadline: float | None) -> None:
-  while not any(os.path.isfile(os.path.join(leader.workdir, f)) for f in ("startup.json", "process.json")):
-    if deadline is not None and time.time() > deadline:
-      return
-    time.sleep(1.0)
-
-
 def execute(runs: Sequence[Run], parallel: int = 1, python: str = sys.executable, stage: str = "all",
             deadline: float | None = None) -> list[dict]:
-  """Runs every run not yet done (summary.json), teachers first; `parallel` processes at a time. A run that
-  fails is reported and its dependants are skipped; the others go on. stage: "all", "teachers" or "students".
-  deadline (time.time() value): runs still going then are killed (collected as partial)."""
+  """Runs every run not yet done (summary.json), teachers first; `parallel` processes at a time (tasks/run_queue.py).
+  A run that fails is reported and its dependants are skipped; the others go on. stage: "all", "teachers" or
+  "students". deadline (time.time() value): runs still going then are killed (collected as partial)."""
   kinds = {"all": ("teacher", "student"), "teachers": ("teacher",), "students": ("student",)}[stage]
   todo = [r for r in runs if not r.done() and r.kind in kinds]
   staged = [r for r in runs if r.kind in kinds]
   print(f"[suite] {len(staged)} {stage if stage != 'all' else 'runs'} planned, {len(staged) - len(todo)} already "
         f"done, {len(todo)} to run", flush=True)
-  infos = []
-  with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-    for kind in kinds:
-      batch = [r for r in todo if r.kind == kind and (r.teacher is None or os.path.isfile(
-          os.path.join(r.teacher, "summary.json")))]
-      skipped = [r.name for r in todo if r.kind == kind and r not in batch]
-      if skipped:
-        print(f"[suite] skipping {skipped}: their teacher did not finish", flush=True)
-      infos += list(pool.map(lambda rl: _run_one(rl[0], python, deadline, rl[1]), _leaders_first(batch)))
-  return infos
+  jobs = [run_queue.Job(r.name, (python, "-m", "experiments.glue", *r.argv), r.workdir,
+                        needs=(r.teacher,) if r.teacher else (), leader=lead.workdir if lead else None)
+          for kind in kinds for r, lead in _leaders_first([r for r in todo if r.kind == kind])]
+  return run_queue.run(jobs, parallel, deadline)
 
 
 # ----------------------------------------------------------------------------------------------

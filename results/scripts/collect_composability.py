@@ -1,4 +1,5 @@
-"""Issue 14 results: gather the GPU runs of composability_gpu.sh, and write results/composability.{md,json}.
+"""Issue 14 results: gather the GPU runs of minilm_gpu.sh (the composability/ folder), write
+results/composability.{md,json}.
 
   python results/scripts/collect_composability.py --gather <runs dir> --sha <sha> > composability_runs.json  (GPU)
   python results/scripts/collect_composability.py <composability_runs.json> [--out results/composability]   (here)
@@ -27,7 +28,7 @@ TARGET = 0.6  # the issue's bar: W4A4 + 2:4 static within 0.6 points of the teac
 
 def gather(root: str, sha: str) -> dict:
   out = {"git_commit": sha, "runs": {}}
-  for name in ("gpu.txt", "walls.txt"):
+  for name in ("gpu.txt", "walls.txt", "driver.txt"):   # driver.txt: the GPU command, when the driver wrote one
     path = os.path.join(root, name)
     out[name.split(".")[0]] = open(path).read() if os.path.exists(path) else None
   for name in sorted(os.listdir(root)):
@@ -154,11 +155,13 @@ def write(runs_json: dict, out: str) -> None:
             " | ".join((runs_json.get("gpu") or "").strip().splitlines()) + "`",
             "- Walls: " + "; ".join((runs_json.get("walls") or "").strip().splitlines()), "",
             "## Commands", "", "```",
-            "MINILM=<all-MiniLM-L6-v2 dir> DATA=<data dir> OUT=<out> bash results/scripts/composability_gpu.sh <sha>",
+            (runs_json.get("driver") or "MINILM=<all-MiniLM-L6-v2 dir> DATA=<data dir> WHL=<qwix wheel dir> "
+             "OUT=<out> bash results/scripts/minilm_gpu.sh <sha>").strip(),
             "python results/scripts/collect_composability.py <out>/composability_runs.json", "```", ""]
+  seeds = sorted({str(r["seed"]) for t in tasks.values() for rows in t["variants"].values() for r in rows})
   examples = sorted({r["command"] for t in tasks.values() for rows in t["variants"].values() for r in rows
-                     if r["command"] and r["seed"] in (42, "42")})
-  lines += ["Per-run commands (seed 42):", "", "```"] + examples + ["```", ""]
+                     if r["command"] and seeds and str(r["seed"]) == seeds[0]})
+  lines += [f"Per-run commands (seed {seeds[0] if seeds else '–'}):", "", "```"] + examples + ["```", ""]
   with open(out + ".md", "w") as f:
     f.write("\n".join(lines))
   with open(out + ".json", "w") as f:

@@ -136,6 +136,7 @@ def test_cli_flag_errors_are_one_line_usage_errors(tmp_path):
     (tmp_path / name).write_text("sentence\tlabel\na fine film\t1\n")
   cases = [(["--teacher=x"], "--teacher needs --bits"),
            (["--max_steps_this_run=3"], "--max_steps_this_run needs a single stage"),
+           (["--prepare_only"], "--prepare_only needs --bits and --teacher"),
            (["--bits=fp32", "--coordinator_address=node0:1234", "--num_processes=2", "--process_id=2"],
             "--process_id=2 must be in [0, --num_processes=2)"),
            (["--bits=fp32", "--max_seq_length=4096"], "larger than model 'bert_tiny'"),
