@@ -167,6 +167,63 @@ def record_kernel_table(d: dict) -> Rows:
 
 table("kernels_h200", "results/kernels/NVIDIA_H200.json")(record_kernel_table)
 
+
+def _mean_std(m: dict | None) -> str:
+  if not m:
+    return "–"
+  return f"{m['mean']:.2f}" + (f" ± {m['std']:.2f}" if m["n"] > 1 else "") + f" (n={m['n']})"
+
+
+@table("composability", "results/composability.json")
+def composability_table(d: dict) -> Rows:
+  """results/scripts/collect_composability.py's summary: best dev accuracy per student, seed mean (n), gap."""
+  tasks = sorted(d["summary"])
+  rows = [["student"] + [f"{t.upper()} acc. (n)" for t in tasks] + [f"gap {t.upper()}" for t in tasks]]
+  teacher = {t: (d["summary"][t].get("teacher") or {}).get("best", {}).get("accuracy") for t in tasks}
+  rows.append(["FP32 teacher"] + [_num(teacher[t]) for t in tasks] + ["–"] * len(tasks))
+  stats = {v: st for t in tasks for v, st in d["summary"][t].get("stats", {}).items()}
+  variants = sorted(stats, key=lambda v: stats[v].get("order", 0))  # the collector's order (JSON keys are sorted)
+  for v in variants:
+    st = [d["summary"][t].get("stats", {}).get(v) for t in tasks]
+    label = next(x["label"] for x in st if x)
+    rows.append([label] + [f"{x['mean']:.2f} ({x['n']})" if x and x["mean"] is not None else "–" for x in st]
+                + [_num(x["gap"], "+.2f") if x and x["gap"] is not None else "–" for x in st])
+  return rows
+
+
+@table("formats", "results/formats.json")
+def formats_table(d: dict) -> Rows:
+  """experiments.formats' summary: best dev accuracy per format, seed mean ± std (n), gap to the teacher."""
+  tasks = list(d["summary"]["tasks"])
+  labels = list(dict.fromkeys(r["label"] for t in tasks for r in d["summary"]["tasks"][t]["rows"]))
+  rows = [["format"] + [f"{t.upper()} {d['summary']['tasks'][t]['metric']}" for t in tasks]
+          + [f"gap {t.upper()}" for t in tasks]]
+  for label in labels:
+    cells = [next((r for r in d["summary"]["tasks"][t]["rows"] if r["label"] == label), None) for t in tasks]
+    rows.append([label] + [_mean_std(c["best"]) if c else "–" for c in cells]
+                + [_num(c["gap_to_teacher"], "+.2f") if c and c["gap_to_teacher"] is not None else "–"
+                   for c in cells])
+  return rows
+
+
+@table("glue_minilm", "results/glue_minilm.json")
+def glue_minilm_table(d: dict) -> Rows:
+  """The GLUE suite report (experiments.glue_suite --collect): per configuration, MRPC accuracy / F1 and SST-2
+  accuracy as seed mean ± sample std, with each gap to the teacher."""
+  sel = d["selected"]
+  teacher = sel.get("FP32 teacher", {})
+  cols = [("mrpc", "accuracy"), ("mrpc", "f1"), ("sst2", "accuracy")]
+  rows = [["run"] + [f"{t.upper()} {m}" for t, m in cols] + [f"gap {t.upper()} {m}" for t, m in cols]]
+  for label, per_task in sel.items():
+    cells, gaps = [], []
+    for task, metric in cols:
+      m = per_task.get(task, {}).get("metrics", {}).get(metric)
+      tm = teacher.get(task, {}).get("metrics", {}).get(metric)
+      cells.append(_mean_std(m))
+      gaps.append("–" if not m or not tm or label == "FP32 teacher" else f"{m['mean'] - tm['mean']:+.2f}")
+    rows.append([label] + cells + gaps)
+  return rows
+
 # Latency columns of the README table (the JSON holds every path; results/latency/<GPU>.md shows them all).
 _LATENCY_PATHS = (("jax_bf16", "plain JAX bf16"), ("int4jax_bf16", "int4jax bf16"), ("int4jax_w8a8", "int4jax W8A8"),
                   ("int4jax_w4a4", "int4jax W4A4"), ("int4jax_w4a4_xlaq", "W4A4, XLA quantize"),

@@ -447,12 +447,52 @@ def markdown(report: dict, header: str = "") -> str:
   return "\n".join(lines) + "\n"
 
 
+def plot_curves(report: dict, path: str) -> bool:
+  """Dev metric against training step for every run, one panel per task, one colour per configuration (seeds
+  share it): where a student falls short of its teacher, the curves show whether it was still climbing when its
+  budget ended. False (nothing written) without matplotlib, e.g. on the GPU machine."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  tasks = list(report["tasks"])
+  labels = sorted({config_label(r) for r in report["runs"]})
+  colors = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
+  fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.5), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    shown = set()
+    for r in report["runs"]:
+      if r["glue"].get("task") != task:
+        continue
+      pts = [(c["step"], c[k]) for c in r["curve"] if c.get("split") == "eval"
+             for k in ("accuracy",) if k in c]
+      if not pts:
+        continue
+      label = config_label(r)
+      ax.plot(*zip(*pts), color=colors[label], lw=2.5 if label == "FP32 teacher" else 1.2, alpha=0.8,
+              label=None if label in shown else label)
+      shown.add(label)
+    ax.set_title(f"{task}: dev accuracy during training")
+    ax.set_xlabel("step")
+    ax.set_ylabel("dev accuracy (%)")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def write_report(report: dict, out_prefix: str, header: str = "", extra: dict | None = None) -> tuple[str, str]:
-  """<out_prefix>.md and <out_prefix>.json (the JSON holds every run's curve)."""
+  """<out_prefix>.md, <out_prefix>.json (the JSON holds every run's curve) and <out_prefix>_curves.png."""
   os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
   md, js = f"{out_prefix}.md", f"{out_prefix}.json"
+  text = markdown(report, header)
+  if plot_curves(report, f"{out_prefix}_curves.png"):
+    text += f"\n![dev accuracy curves]({os.path.basename(out_prefix)}_curves.png)\n"
   with open(md, "w") as f:
-    f.write(markdown(report, header))
+    f.write(text)
   with open(js, "w") as f:
     json.dump({**report, **(extra or {})}, f, indent=1, sort_keys=True, default=_jsonable)
   return md, js

@@ -119,3 +119,13 @@ def test_collect_averages_seeds_selects_lr_and_reproduces_the_paper_average(tmp_
   assert "BERT-base W4A4 best (paper)" in md and "83.95" in md and "± " in md
   if not gap[("mrpc", "accuracy")]["met"]:
     assert "Eval curves behind the missed targets" in md
+
+
+def test_write_report_adds_the_curve_plot_and_links_it(tmp_path):
+  _fake_run(tmp_path / "runs", "mrpc/fp32", "mrpc", "fp32", 5e-5, 42, {"f1": 88.0, "accuracy": 84.0})
+  _fake_run(tmp_path / "runs", "mrpc/s/seed1", "mrpc", "w4a4", 1e-4, 1, {"f1": 87.0, "accuracy": 83.0})
+  report = glue_suite.collect(str(tmp_path / "runs"))
+  md, _ = glue_suite.write_report(report, str(tmp_path / "out" / "glue"))
+  png = tmp_path / "out" / "glue_curves.png"
+  assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+  assert "![dev accuracy curves](glue_curves.png)" in open(md).read()
