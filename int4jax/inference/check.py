@@ -67,14 +67,16 @@ def model_params(model, inputs: dict, *, seed: int = 0, init_std: float | None =
   return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(model.init, key, **inputs)["params"])
 
 
-def compare(config, *, task: str | None = None, seed: int = 0, batch: int = 2, seq: int = 16, dtype=jnp.float32,
-            float_dtype=jnp.float32, int_mode=None, init_std: float | None = None) -> dict:
-  """Integer vs fake-quant logits of `config` (its policy), random weights; returns the differences."""
+def compare(config, *, task: str | None = None, params=None, seed: int = 0, batch: int = 2, seq: int = 16,
+            dtype=jnp.float32, float_dtype=jnp.float32, int_mode=None, init_std: float | None = None) -> dict:
+  """Integer vs fake-quant logits of `config` (its policy) on `params` (default: random weights, `model_params`) and
+  random inputs; returns the differences."""
   fam = registry.family_of(config)
   task = task or fam.default_task({})
   inputs = example_inputs(fam.name, config, seed=seed, batch=batch, seq=seq)
   model = fam.build(config, task)
-  params = model_params(model, inputs, seed=seed, init_std=init_std)
+  if params is None:
+    params = model_params(model, inputs, seed=seed, init_std=init_std)
   logits = lambda m: np.asarray(jax.jit(lambda p: m.apply({"params": p}, **inputs).logits)(params), np.float64)
   with jax.default_matmul_precision("highest"):
     fake = logits(model)

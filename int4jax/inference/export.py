@@ -26,9 +26,9 @@ import functools
 import json
 import os
 import re
-import types
 import shutil
 import tempfile
+import types
 from typing import Any
 
 from absl import logging
@@ -190,7 +190,7 @@ def byte_report(flat: dict[str, np.ndarray]) -> dict[str, Any]:
   against fp32 and bf16 copies of the same model."""
   q_bytes = q_params = other_bytes = other_params = 0
   for path, a in flat.items():
-    module, _, leaf = path.rpartition("/")
+    leaf = path.rpartition("/")[2]
     if leaf in ("w_q", "w_scale", "w_offset", "w_sum"):
       q_bytes += a.nbytes
       if leaf == "w_q":

@@ -5,8 +5,9 @@ The run's best checkpoint is packed in memory (or a packed checkpoint written by
 loaded) and its validation split is evaluated with the same batching and metrics as fake-quant evaluation, so the
 two numbers compare directly. Packed in memory, the float tensors keep the engine's compute dtype (float32: the
 run's own float32 weights, so a float32 engine computes what fake-quant evaluation computes up to float rounding);
-a packed checkpoint holds them in bf16. Summarization runs (BART) are not evaluated here: their metric needs
-generation, which the engine does not run.
+a packed checkpoint holds them in bf16. Summarization runs (BART) are refused: experiments.export packs them, but
+their evaluation (held-out loss, beam search + ROUGE) lives inside tasks.summarization's training pipeline, which has
+no standalone evaluate_run to mirror yet.
 """
 from __future__ import annotations
 

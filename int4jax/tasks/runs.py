@@ -17,7 +17,7 @@ from typing import Any
 from int4jax.inference import hf_export
 from int4jax.models import registry
 from int4jax.quant.policy import QuantPolicy
-from int4jax.tasks import glue as glue_task, lm as lm_task
+from int4jax.tasks import glue as glue_task, lm as lm_task, summarization as summarization_task
 from int4jax.train import checkpoint, rundir
 
 
@@ -33,7 +33,8 @@ class TrainedRun:
 
 
 def restore_trained_run(workdir: str | os.PathLike) -> TrainedRun:
-  """The best/ checkpoint of an experiments.glue or experiments.lm run, with its config, policy and tokenizer."""
+  """The best/ checkpoint of an experiments.glue, experiments.lm or experiments.summarize run, with its config,
+  policy and tokenizer."""
   workdir = str(workdir)
   kind = run_kind(workdir)
   if kind == glue_task.TASK_KIND:
@@ -44,11 +45,13 @@ def restore_trained_run(workdir: str | os.PathLike) -> TrainedRun:
                                         {"params": glue_task.abstract_params(model, cfg)})
     tokenizer = None if cfg.task == glue_task.SYNTHETIC else glue_task.tokenizer_name(cfg)
     return TrainedRun(model.config, "sequence_classification", restored["params"], policy, tokenizer, meta)
-  if kind == lm_task.TASK_KIND:
-    model, params, meta = lm_task.restore_run(workdir)
-    return TrainedRun(model.config, "lm", params, model.config.policy, meta.get("tokenizer"), meta)
-  raise ValueError(f"{workdir!r} is not a run directory of experiments.glue or experiments.lm "
-                   f"(its config.json kind is {kind!r}; experiments.summarize runs are not read back here yet)")
+  if kind in (lm_task.TASK_KIND, summarization_task.TASK_KIND):
+    lm = kind == lm_task.TASK_KIND
+    model, params, meta = (lm_task if lm else summarization_task).restore_run(workdir)
+    return TrainedRun(model.config, "lm" if lm else "conditional_generation", params, model.config.policy,
+                      meta.get("tokenizer"), meta)
+  raise ValueError(f"{workdir!r} is not a run directory of experiments.glue, experiments.lm or experiments.summarize "
+                   f"(its config.json kind is {kind!r})")
 
 
 def run_kind(workdir: str) -> str | None:
@@ -72,8 +75,8 @@ def export_hf(workdir: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
 
 
 def packed_source(workdir: str):
-  """(params, config, task, family, tokenizer or None, policy) of a GLUE (BERT) or LM (GPT-2, Llama) run's best
-  checkpoint: what inference.export.export packs."""
+  """(params, config, task, family, tokenizer or None, policy) of a GLUE (BERT), LM (GPT-2, Llama) or summarization
+  (BART) run's best checkpoint: what inference.export.export packs."""
   from int4jax.tokenizers import load_tokenizer  # pylint: disable=g-import-not-at-top
   run = restore_trained_run(workdir)
   if run.policy is None or run.policy.is_float:

@@ -14,7 +14,7 @@ from int4jax.models import bart, gpt2, hf, llama, registry
 from int4jax.nn import int_gemm
 from int4jax.quant.policy import QuantRule, make_policy
 from int4jax.quant.numerics import QuantSpec
-from int4jax.tasks import engine_eval, runs
+from int4jax.tasks import engine_eval
 
 XLA = int_gemm.IntMode(backend="xla")
 INTERPRET = int_gemm.IntMode(interpret=True)
@@ -111,12 +111,10 @@ def test_bad_input(tmp_path):
     export.pack_params(params, _tiny("gpt2", make_policy("w4a4")), "lm")
   with pytest.raises(ValueError, match=r"integer engine runs \['bert', 'gpt2', 'bart', 'llama'\] models; 't5'"):
     export.check_family("t5")
-  (tmp_path / "summ").mkdir()   # a run directory whose config.json names no GLUE / LM kind (experiments.summarize)
-  (tmp_path / "summ" / "config.json").write_text(json.dumps({"summarize": {}}))
+  (tmp_path / "summ").mkdir()   # a summarization run: packed by experiments.export, not evaluated by the engine
+  (tmp_path / "summ" / "config.json").write_text(json.dumps({"kind": "summarization", "run": {}}))
   with pytest.raises(ValueError, match="--engine=int evaluates experiments.glue and experiments.lm runs"):
     engine_eval.evaluate_run(str(tmp_path / "summ"))
-  with pytest.raises(ValueError, match="not a run directory of experiments.glue or experiments.lm"):
-    runs.packed_source(str(tmp_path / "summ"))
   # BART's k_proj 8-bit while q_proj / v_proj are 4-bit: one fused QKV GEMM cannot hold both; unfused it packs.
   w8 = QuantRule(pattern="k_proj$", weight=QuantSpec(bits=8, granularity="channel"),
                  act=QuantSpec(bits=8, granularity="token"))
