@@ -11,8 +11,9 @@ evaluation is deterministic and uses the same batch shapes as training did). Wit
 
     python -m experiments.eval --workdir=runs/sst2_w4a4 --engine=int [--packed=packed/sst2_w4a4]
 
---engine=int evaluates a quantized BERT GLUE run through the integer inference engine (int4jax.inference: packed
-weights, integer kernels) and prints its metrics next to the logged fake-quant ones (float rounding apart, equal).
+--engine=int evaluates a quantized GLUE run (BERT) or LM run (GPT-2, Llama: perplexity) through the integer
+inference engine (int4jax.inference: packed weights, integer kernels) and prints its metrics next to the logged
+fake-quant ones (float rounding apart, equal). Summarization runs (BART) are refused with a one-line error.
 """
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ flags.DEFINE_string("data_dir", None, "Evaluate on data from this folder instead
 flags.DEFINE_string("split", None, "Split to evaluate (GLUE: validation, test or a TSV file name in --data_dir; "
                     "LM: valid, test or train). Default: the run's validation split.")
 flags.DEFINE_enum("engine", "fake", ["fake", "int"], "fake: fake quantization (training's forward); int: the "
-                  "integer inference engine (quantized BERT GLUE runs).")
+                  "integer inference engine (quantized GLUE and LM runs).")
 flags.DEFINE_string("packed", None, "--engine=int: a packed checkpoint exported from this run (experiments.export); "
                     "default: pack the run's best checkpoint in memory.")
 flags.DEFINE_enum("engine_dtype", "bfloat16", ["bfloat16", "float32"], "--engine=int: compute dtype.")
+flags.DEFINE_enum("engine_backend", "auto", ["auto", "triton", "mosaic", "xla"], "--engine=int: the kernels' "
+                  "backend (IntMode.backend; auto: the measured dispatcher on a GPU, the Pallas kernels in interpret "
+                  "mode on a CPU; xla: XLA's integer dots, the quick choice on a CPU).")
 
 
 def task_module(workdir: str):
@@ -75,9 +79,10 @@ def main(argv):
 
 def _eval_int():
   with common.usage_errors():
+    from int4jax.inference import engine  # pylint: disable=g-import-not-at-top
     from int4jax.tasks import engine_eval as evaluate  # pylint: disable=g-import-not-at-top
     now, meta = evaluate.evaluate_run(FLAGS.workdir, FLAGS.packed, dtype=FLAGS.engine_dtype, data_dir=FLAGS.data_dir,
-                                      split=FLAGS.split)
+                                      split=FLAGS.split, int_mode=engine.default_mode(backend=FLAGS.engine_backend))
   name = meta["metric_name"]
   print(json.dumps({"workdir": FLAGS.workdir, "engine": "int", "step": meta["step"], "split": FLAGS.split or
                     "validation", "metrics": now, "logged_fake_quant": meta["metrics"]}, sort_keys=True))

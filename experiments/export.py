@@ -1,11 +1,13 @@
 """Export a trained model: the integer engine's packed checkpoint (default) or a Hugging Face checkpoint.
 
     python -m experiments.export --workdir=runs/glue/sst2_bert_base/w4a4_sym --out=packed/sst2_w4a4
+    python -m experiments.export --workdir=runs/lm/ptb_gpt2/w4a4_asym --out=packed/ptb_w4a4   # GPT-2 / Llama LM run
     python -m experiments.export --hf_dir=/path/to/bert-checkpoint --bits=w4a4 --quant_mode=sym --out=packed/ptq
     python -m experiments.export --format=hf --workdir=runs/sst2_w4a4_asym --out=exported/sst2_w4a4_asym
 
 --format=packed (library: int4jax/inference/export.py): packed INT4/INT8 GEMM weights + scales, bf16 for the rest,
-of a quantized run (QAT) or of an HF checkpoint quantized post-training with --bits. Prints the byte report (bytes on
+of a quantized run (QAT: experiments.glue BERT runs, experiments.lm GPT-2 and Llama runs, experiments.summarize BART
+runs) or of an HF checkpoint (BERT, GPT-2, BART, Llama) quantized post-training with --bits. Prints the byte report (bytes on
 disk vs fp32/bf16).
 --format=hf (library: int4jax/inference/hf_export.py, run reading: int4jax/tasks/runs.py): config.json +
 model.safetensors + tokenizer files (transformers loads them with the run's *For* class), plus int4jax_policy.json
@@ -25,7 +27,7 @@ def define_flags() -> None:
   """Defined when run as a program (not at import: launchers share absl's one flag namespace)."""
   flags.DEFINE_enum("format", "packed", FORMATS, "packed = integer engine (INT4/INT8 + bf16); hf = Hugging Face.")
   flags.DEFINE_string("out", None, "Output directory.", required=True)
-  flags.DEFINE_string("workdir", None, "A run directory (experiments.glue; experiments.lm too for --format=hf).")
+  flags.DEFINE_string("workdir", None, "A run directory (experiments.glue, experiments.lm or experiments.summarize).")
   flags.DEFINE_string("hf_dir", None, "packed only: an HF checkpoint directory (post-training quantization, --bits).")
   flags.DEFINE_string("bits", None, "packed + --hf_dir: policy preset (w4a4, w8a8, w4a8, w4a16, w8a16).")
   flags.DEFINE_enum("quant_mode", "sym", ["sym", "asym"], "packed + --hf_dir: symmetric or asymmetric quantizers.")

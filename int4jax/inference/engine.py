@@ -1,7 +1,13 @@
 """The integer inference engine: a packed checkpoint -> the model in integer mode -> one jitted forward.
 
     eng = engine.load("packed/sst2_w4a4")                  # IntMode() on the GPU; interpret mode on the CPU
-    logits = eng(input_ids, attention_mask)                 # [batch, num_labels] float32
+    logits = eng(input_ids, attention_mask)                 # BERT: [batch, num_labels] float32
+    logits = eng(input_ids, attention_mask)                 # GPT-2, Llama: causal LM logits [batch, seq, vocab]
+    logits = eng(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)   # BART: [batch, tgt, vocab]
+
+The engine calls the family's module with the arguments given (its own call convention, models/): BERT also takes
+token_type_ids, BART's decoder inputs default to shift_tokens_right(input_ids) as in training. Padding is taken to be
+at the end of each row (what the tokenizers produce): attention gets key lengths, not a dense mask.
 
 Quantized GEMMs run `kernels_pallas.ops` (the dispatcher picks the fastest measured path per shape, XLA's own dots
 included, and logs the choice once); LayerNorm+quantize, dequantize+bias(+GELU) are fused as `int4jax.nn.int_gemm`
@@ -38,13 +44,14 @@ class Engine:
   meta: dict
 
   def __post_init__(self):
-    self._forward = jax.jit(lambda p, ids, mask, tt: self.model.apply({"params": p}, ids, mask, tt).logits)
+    self._forward = jax.jit(lambda p, *args, **kwargs: self.model.apply({"params": p}, *args, **kwargs).logits)
 
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
-    return self._forward(self.params, input_ids, attention_mask, token_type_ids)
+  def __call__(self, *args, **kwargs):
+    """The model's logits for its inputs (the family's call convention; see the module docstring)."""
+    return self._forward(self.params, *args, **kwargs)
 
 
-def prepare(params, policy, gpu: bool):
+def prepare(params, policy, layers: dict[str, export.GemmLayer], gpu: bool):
   """Offline layouts of the 4-bit weights for the path each layer runs (GPU only; canonical bytes are kept)."""
   if not gpu:
     return params
@@ -54,7 +61,7 @@ def prepare(params, policy, gpu: bool):
     if w.dtype != jnp.uint8:
       continue
     module = path[: -len("/w_q")]
-    _, a_spec = policy.resolve(module, export._gemm_of(module))  # pylint: disable=protected-access
+    _, a_spec = policy.resolve(module, layers[module].gemm)
     if a_spec is None:
       flat[path] = ops.prepare_weight(jnp.asarray(w), "w4a16")
     elif a_spec.bits == 4:
@@ -70,14 +77,15 @@ def from_params(meta: dict, params, *, int_mode: IntMode | None = None, dtype=jn
   mode = dataclasses.replace(int_mode or default_mode(), fuse_qkv=bool(meta["fuse_qkv"]))
   model, config = export.int_model(meta["family"], meta["config"], export.as_policy(meta), meta["task"], mode,
                                    dtype=dtype)
-  _check_tree(model, params, meta)
+  shapes, layers = export.trace_int_model(meta["family"], config, meta["task"])
+  _check_tree(shapes, params, meta)
   gpu = jax.devices()[0].platform == "gpu" if prepare_weights is None else prepare_weights
   params = jax.device_put(params)
-  return Engine(model, config, prepare(params, config.policy, gpu), meta)
+  return Engine(model, config, prepare(params, config.policy, layers, gpu), meta)
 
 
-def _check_tree(model, params, meta):
-  want = hf.flatten(export.abstract_int_params(model))
+def _check_tree(shapes, params, meta):
+  want = hf.flatten(shapes)
   have = hf.flatten(params)
   if set(want) != set(have):
     extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
@@ -86,6 +94,15 @@ def _check_tree(model, params, meta):
   for k, v in want.items():
     if tuple(v.shape) != tuple(have[k].shape):
       raise ValueError(f"packed param {k} has shape {tuple(have[k].shape)}, the model wants {tuple(v.shape)}")
+
+
+def from_float(params, config, task: str, *, int_mode: IntMode | None = None, dtype=jnp.bfloat16,
+               float_dtype=jnp.bfloat16, fuse_qkv: bool = True, source: str = "") -> Engine:
+  """The Engine of a fake-quant model's float params (its config carries the policy), packed in memory: what
+  `export.export` would write, without the files."""
+  flat = export.pack_params(params, config, task, fuse_qkv=fuse_qkv, float_dtype=float_dtype)
+  meta = export.describe(config, task, fuse_qkv=fuse_qkv, source=source)
+  return from_params(meta, hf.unflatten(flat), int_mode=int_mode, dtype=dtype)
 
 
 def load(path: str, *, family: str | None = None, int_mode: IntMode | None = None, dtype=jnp.bfloat16,

@@ -21,7 +21,6 @@ Timing, after warm-up, every path the same way:
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from typing import Any, Callable
@@ -31,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from int4jax.inference import engine, export
-from int4jax.models import bert, hf
+from int4jax.inference import engine
+from int4jax.models import bert
 from int4jax.nn.attention import flash_implementation
 from int4jax.quant.policy import make_policy
 from kernels_pallas import ops
@@ -349,11 +348,7 @@ def _own_bf16(cfg, bf16_params):
 
 def _engine_path(params, cfg, preset, gemms, mode):
   policy = make_policy(preset, gemms=gemms or ("qkv", "attn_out", "ffn_in", "ffn_out"))
-  qcfg = dataclasses.replace(cfg, policy=policy)
-  flat = export.pack_params(params, qcfg, "base")
-  meta = {"family": "bert", "task": "base", "config": export.config_to_dict(qcfg),
-          "policy": json.loads(policy.to_json()), "fuse_qkv": True}
-  eng = engine.from_params(meta, hf.unflatten(flat), int_mode=mode)
+  eng = engine.from_float(params, dataclasses.replace(cfg, policy=policy), "base", int_mode=mode)
   return (lambda w, ids: eng.model.apply({"params": w}, ids).logits), eng.params
 
 

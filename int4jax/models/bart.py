@@ -21,6 +21,14 @@ Taps follow HF: encoder_hidden_states = (x0, layer_1, ..., layer_L), likewise fo
 pre-softmax QK^T/sqrt(d_head) without the mask, probs post-softmax, per layer for encoder self, decoder self and cross
 attention.
 
+Integer mode (`int_mode` set, an `int_gemm.IntMode`; params from `int4jax.inference.export`): quantized GEMMs run
+the integer kernels (QDense). Fused: one QKV GEMM per self-attention and one K/V GEMM per cross-attention (with
+`int_mode.fuse_qkv`; paths self_attn/qkv, encoder_attn/kv_proj); each LayerNorm into the activation quantizer of the
+GEMMs that read it (layernorm_embedding and final_layer_norm -> the next self-attention QKV, self_attn_layer_norm ->
+the cross-attention q_proj (decoder) or fc1 (encoder), encoder_attn_layer_norm -> fc1); the erf GELU into fc1's
+epilogue (activation_function "gelu"; others follow fc1 in jnp); padding and causal masks given as key lengths (right
+padding) to the flash attention kernel. Not fused: the cross-attention K/V GEMM quantizes the encoder output itself.
+
 Calling:
     out = model.apply({"params": p}, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, taps=...)
     enc = model.apply({"params": p}, input_ids, attention_mask, method=model.encode)          # BartEncoderOutput
@@ -47,9 +55,9 @@ import numpy as np
 
 from int4jax.nn.dense import QDense
 from int4jax.models import hf
-from int4jax.models.family import Family, replace_config
-from int4jax.nn.common import ACTIVATIONS, check_activation, layer_norm
-from int4jax.nn.attention import MultiHeadAttention, padding_mask, update_decode_state
+from int4jax.models.family import Family, fusion, replace_config
+from int4jax.nn.common import activated, check_activation, layer_norm, normed
+from int4jax.nn.attention import MultiHeadAttention, attention_masks, update_decode_state
 from int4jax.models.outputs import Seq2SeqOutput, Taps
 from int4jax.quant.policy import QuantPolicy
 
@@ -78,6 +86,7 @@ class BartConfig:
   decoder_start_token_id: int = 2
   policy: QuantPolicy | None = None      # None = float
   dtype: Any = jnp.float32               # compute dtype; params stay float32
+  int_mode: Any = None                   # int_gemm.IntMode: integer inference (see the module docstring)
 
   def __post_init__(self):
     for heads in ("encoder_attention_heads", "decoder_attention_heads"):
@@ -129,10 +138,18 @@ def _layer_norm(config: BartConfig, name: str) -> nn.LayerNorm:
   return layer_norm(config.layer_norm_epsilon, config.dtype, name)
 
 
+_PROJ = ("q_proj", "k_proj", "v_proj")
+_FUSED = {"self_attn": ("qkv", _PROJ), "encoder_attn": ("kv_proj", _PROJ[1:])}   # integer mode's fused projections
+
+
 def _attention(config: BartConfig, heads: int, causal: bool, name: str) -> MultiHeadAttention:
+  proj = _PROJ
+  if config.int_mode is not None and config.int_mode.fuse_qkv:   # self: (qkv,), cross: (q_proj, kv_proj)
+    fused, parts = _FUSED[name]
+    proj = _PROJ[: len(_PROJ) - len(parts)] + (fused,)
   return MultiHeadAttention(num_heads=heads, head_dim=config.d_model // heads, policy=config.policy,
-                            proj_names=("q_proj", "k_proj", "v_proj", "out_proj"), causal=causal,
-                            dropout_rate=config.attention_dropout, dtype=config.dtype, name=name)
+                            proj_names=proj + ("out_proj",), causal=causal, dropout_rate=config.attention_dropout,
+                            dtype=config.dtype, int_mode=config.int_mode, name=name)
 
 
 class BartLayer(nn.Module):
@@ -142,28 +159,36 @@ class BartLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, self_mask, enc=None, cross_mask=None, *, deterministic: bool, taps: Taps,
-               decode: bool = False):
+               decode: bool = False, pre_ln=None, self_lengths=None, cross_lengths=None):
+    """-> (x, (self scores, probs), (cross scores, probs), pre_ln); pre_ln / *_lengths: integer mode (module doc)."""
     c = self.config
     heads = c.decoder_attention_heads if self.is_decoder else c.encoder_attention_heads
     ffn_dim = c.decoder_ffn_dim if self.is_decoder else c.encoder_ffn_dim
     drop = lambda h, rate=c.dropout: nn.Dropout(rate)(h, deterministic=deterministic)
     want = dict(deterministic=deterministic, want_scores=taps.attention_scores, want_probs=taps.attention_probs)
 
+    norm = lambda name, y: normed(_layer_norm(c, name), y, c.int_mode)
+    dense = lambda n, gemm, name: QDense(n, policy=c.policy, gemm=gemm, dtype=c.dtype, int_mode=c.int_mode, name=name)
+
     a, self_scores, self_probs = _attention(c, heads, self.is_decoder, "self_attn")(
-        x, mask=self_mask, decode=decode, **want)
-    x = _layer_norm(c, "self_attn_layer_norm")(x + drop(a))
+        x, mask=self_mask, decode=decode, pre_ln=pre_ln, kv_seq_lengths=self_lengths, **want)
+    x, pre_ln = norm("self_attn_layer_norm", x + drop(a))
     cross_scores = cross_probs = None
     if self.is_decoder:
       a, cross_scores, cross_probs = _attention(c, heads, False, "encoder_attn")(
-          x, enc, mask=cross_mask, decode=decode, **want)
-      x = _layer_norm(c, "encoder_attn_layer_norm")(x + drop(a))
-    h = ACTIVATIONS[c.activation_function](QDense(ffn_dim, policy=c.policy, gemm="ffn_in", dtype=c.dtype,
-                                                  name="fc1")(x))
+          x, enc, mask=cross_mask, decode=decode, pre_ln=pre_ln, kv_seq_lengths=cross_lengths, **want)
+      x, pre_ln = norm("encoder_attn_layer_norm", x + drop(a))
+    h = activated(dense(ffn_dim, "ffn_in", "fc1"), x, c.activation_function, pre_ln)
     h = drop(h, c.activation_dropout)
     self.sow("intermediates", "ffn_out_input", h)
-    h = QDense(c.d_model, policy=c.policy, gemm="ffn_out", dtype=c.dtype, name="fc2")(h)
-    x = _layer_norm(c, "final_layer_norm")(x + drop(h))
-    return x, (self_scores, self_probs), (cross_scores, cross_probs)
+    h = dense(c.d_model, "ffn_out", "fc2")(h)
+    x, pre_ln = norm("final_layer_norm", x + drop(h))
+    return x, (self_scores, self_probs), (cross_scores, cross_probs), pre_ln
+
+
+def _by_lengths(config: BartConfig, taps: Taps, decode: bool) -> bool:
+  """Integer mode gives attention key lengths instead of dense masks (attention_masks) unless it decodes or taps."""
+  return config.int_mode is not None and not decode and not (taps.attention_scores or taps.attention_probs)
 
 
 def _embed_positions(config: BartConfig, positions: jax.Array) -> jax.Array:
@@ -183,12 +208,14 @@ class BartEncoder(nn.Module):
     if src_len > c.max_position_embeddings:
       raise ValueError(f"source length {src_len} exceeds max_position_embeddings={c.max_position_embeddings}")
     x = inputs_embeds + _embed_positions(c, jnp.arange(src_len)[None, :])
-    x = _layer_norm(c, "layernorm_embedding")(x)
+    x, pre_ln = normed(_layer_norm(c, "layernorm_embedding"), x, c.int_mode)
     x = nn.Dropout(c.dropout)(x, deterministic=deterministic).astype(c.dtype)
-    mask = None if attention_mask is None else padding_mask(attention_mask)
+    mask, lengths = attention_masks(attention_mask, inputs_embeds.shape[0], src_len, causal=False,
+                                    by_lengths=_by_lengths(c, taps, decode=False))
     hidden, scores, probs = [x], [], []
     for i in range(c.encoder_layers):
-      x, (s, p), _ = BartLayer(c, name=f"layers_{i}")(x, mask, deterministic=deterministic, taps=taps)
+      x, (s, p), _, pre_ln = BartLayer(c, name=f"layers_{i}")(x, mask, deterministic=deterministic, taps=taps,
+                                                              pre_ln=pre_ln, self_lengths=lengths)
       hidden.append(x)
       scores.append(s)
       probs.append(p)
@@ -215,14 +242,17 @@ class BartDecoder(nn.Module):
     elif tgt_len > c.max_position_embeddings:
       raise ValueError(f"target length {tgt_len} exceeds max_position_embeddings={c.max_position_embeddings}")
     x = inputs_embeds + _embed_positions(c, offset + jnp.arange(tgt_len)[None, :])
-    x = _layer_norm(c, "layernorm_embedding")(x)
+    x, pre_ln = normed(_layer_norm(c, "layernorm_embedding"), x, c.int_mode)
     x = nn.Dropout(c.dropout)(x, deterministic=deterministic).astype(c.dtype)
-    self_mask = None if key_mask is None else padding_mask(key_mask)
-    cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
+    by_lengths = _by_lengths(c, taps, decode)
+    self_mask, self_lengths = attention_masks(key_mask, batch, tgt_len, causal=True, by_lengths=by_lengths)
+    cross_mask, cross_lengths = attention_masks(encoder_attention_mask, batch, encoder_hidden_states.shape[1],
+                                                causal=False, by_lengths=by_lengths)
     hidden, self_attn, cross_attn = [x], [], []
     for i in range(c.decoder_layers):
-      x, sa, ca = BartLayer(c, is_decoder=True, name=f"layers_{i}")(
-          x, self_mask, encoder_hidden_states, cross_mask, deterministic=deterministic, taps=taps, decode=decode)
+      x, sa, ca, pre_ln = BartLayer(c, is_decoder=True, name=f"layers_{i}")(
+          x, self_mask, encoder_hidden_states, cross_mask, deterministic=deterministic, taps=taps, decode=decode,
+          pre_ln=pre_ln, self_lengths=self_lengths, cross_lengths=cross_lengths)
       hidden.append(x)
       self_attn.append(sa)
       cross_attn.append(ca)
@@ -403,8 +433,21 @@ def config_to_hf(config: BartConfig, task: str = "conditional_generation") -> di
               is_encoder_decoder=True, tie_word_embeddings=True)
 
 
+def int_fusions(config: BartConfig) -> dict[str, tuple[str, ...]]:
+  """Integer mode's fused GEMMs (Family.int_fusions): one QKV GEMM per self-attention, one K/V GEMM per
+  cross-attention (its query reads the decoder stream, its keys and values the encoder output)."""
+  out = {}
+  for side, layers in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
+    attns = ("self_attn", "encoder_attn") if side == "decoder" else ("self_attn",)
+    for i in range(layers):
+      for attn in attns:
+        out.update(fusion(f"{side}/layers_{i}/{attn}/", *_FUSED[attn]))
+  return out
+
+
 FAMILY = Family(
     name="bart", presets=PRESETS, config_from_hf=config_from_hf,
     build=lambda config, task: BartForConditionalGeneration(config), load_params=_load_params,
     tasks=("conditional_generation",), default_task=lambda hf_config: "conditional_generation",
-    config_to_hf=config_to_hf, export_mapping=lambda config, task: hf_mapping(config, "model."))
+    config_to_hf=config_to_hf, export_mapping=lambda config, task: hf_mapping(config, "model."),
+    int_fusions=int_fusions)

@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from int4jax.models import hf
-from int4jax.models.family import Family, check_fields
-from int4jax.nn.common import ACTIVATIONS, check_activation, layer_norm
-from int4jax.nn.attention import MultiHeadAttention, padding_mask
+from int4jax.models.family import Family, check_fields, fusion
+from int4jax.nn.common import activated, check_activation, layer_norm, normed
+from int4jax.nn.attention import MultiHeadAttention, attention_masks
 from int4jax.models.outputs import ModelOutput, Taps
 from int4jax.nn.dense import QDense
 from int4jax.quant.policy import QuantPolicy
@@ -104,12 +104,7 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
 
 def _norm(config: BertConfig, name: str, y):
   """(LayerNorm(y), pre_ln): pre_ln = (y, gamma, beta, eps) for the integer-mode quantizer of the next GEMMs."""
-  ln = _layer_norm(config, name)
-  x = ln(y)
-  if config.int_mode is None:
-    return x, None
-  p = ln.variables["params"]
-  return x, (y, p["scale"], p["bias"], config.layer_norm_eps)
+  return normed(_layer_norm(config, name), y, config.int_mode)
 
 
 class BertEmbeddings(nn.Module):
@@ -147,10 +142,7 @@ class BertLayer(nn.Module):
     x, pre_ln = _norm(cfg, "attention_norm", x + attn)
     dense = lambda n, gemm, name: QDense(n, policy=cfg.policy, gemm=gemm, dtype=cfg.dtype, kernel_init=_INIT,
                                         int_mode=im, name=name)
-    if im is not None and cfg.hidden_act == "gelu":  # erf GELU fused into the FFN-in epilogue
-      h = dense(cfg.intermediate_size, "ffn_in", "intermediate")(x, pre_ln=pre_ln, gelu=True)
-    else:
-      h = ACTIVATIONS[cfg.hidden_act](dense(cfg.intermediate_size, "ffn_in", "intermediate")(x, pre_ln=pre_ln))
+    h = activated(dense(cfg.intermediate_size, "ffn_in", "intermediate"), x, cfg.hidden_act, pre_ln)
     h = dense(cfg.hidden_size, "ffn_out", "output")(h)
     h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
     x, pre_ln = _norm(cfg, "output_norm", x + h)
@@ -198,10 +190,9 @@ class BertModel(nn.Module):
     taps = taps or Taps()
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    mask = None if attention_mask is None else padding_mask(attention_mask)
-    kv_seq_lengths = None
-    if self.config.int_mode is not None and mask is not None and not (taps.attention_scores or taps.attention_probs):
-      mask, kv_seq_lengths = None, jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
+    mask, kv_seq_lengths = attention_masks(
+        attention_mask, *input_ids.shape, causal=False,
+        by_lengths=self.config.int_mode is not None and not (taps.attention_scores or taps.attention_probs))
     x, pre_ln = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
     x, hidden, scores, probs = self.encoder(x, mask, deterministic=deterministic, taps=taps, pre_ln=pre_ln,
                                             kv_seq_lengths=kv_seq_lengths)
@@ -337,7 +328,16 @@ def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
       problem_type="regression" if config.problem_type == "regression" else "single_label_classification")
 
 
+def int_fusions(config: BertConfig) -> dict[str, tuple[str, ...]]:
+  """Integer mode's fused GEMMs (Family.int_fusions): one QKV GEMM per layer."""
+  out = {}
+  for i in range(config.num_layers):
+    out.update(fusion(f"encoder/layer_{i}/attention/", "qkv", ("query", "key", "value")))
+  return out
+
+
 FAMILY = Family(
     name="bert", presets=PRESETS, config_from_hf=config_from_hf, build=build, load_params=load_params, tasks=TASKS,
     default_task=default_task, config_to_hf=config_to_hf,
-    export_mapping=lambda config, task: hf_mapping(config, task, "bert." if task == "sequence_classification" else ""))
+    export_mapping=lambda config, task: hf_mapping(config, task, "bert." if task == "sequence_classification" else ""),
+    int_fusions=int_fusions)

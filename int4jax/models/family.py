@@ -25,6 +25,9 @@ class Family:
     family cannot be exported yet. A new family (Llama) adds it and `export_mapping` to become exportable.
   export_mapping: (config, task) -> {flax path: hf.Ref}, the same table `load_params` reads with, names[0] being
     the name transformers' `*For*` class expects (hf.export_tensors inverts it).
+  int_fusions: config -> {fused module path: source module paths}, the GEMMs that integer mode with
+    `IntMode.fuse_qkv` runs as one (projections of one input, their weights concatenated along N in this order;
+    `fusion` builds entries); None: the family has no integer mode (int4jax.inference refuses it).
   """
   name: str
   presets: Mapping[str, Callable[..., Any]]
@@ -35,6 +38,12 @@ class Family:
   default_task: Callable[[Mapping[str, Any]], str]
   config_to_hf: Callable[[Any, str], dict[str, Any]] | None = None
   export_mapping: Callable[[Any, str], Mapping[str, Any]] | None = None
+  int_fusions: Callable[[Any], Mapping[str, tuple[str, ...]]] | None = None
+
+
+def fusion(prefix: str, fused: str, parts: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+  """One `Family.int_fusions` entry: {prefix + fused: (prefix + part, ...)}."""
+  return {prefix + fused: tuple(prefix + p for p in parts)}
 
 
 def check_fields(config, overrides: Mapping[str, Any], what: str) -> None:

@@ -28,6 +28,13 @@ Incremental decoding (Linen "cache" collection, flax lm1b convention):
 `attention_mask` in decode mode covers only the tokens of this call ([batch, new_len]); the model keeps the mask of
 everything written so far in the cache, so padding given earlier stays masked.
 
+Integer mode (`int_mode` set, an `int_gemm.IntMode`; params from `int4jax.inference.export`): quantized GEMMs run
+the integer kernels (QDense); c_attn is one QKV GEMM already. Fused: each LayerNorm into the activation quantizer of
+the GEMM that reads it (Pre-LN: ln_1 -> c_attn, ln_2 -> c_fc; Post-LN: ln_1 -> c_fc, ln_2 -> the next block's c_attn,
+while the first block's c_attn quantizes the embedding output itself), dequantize + bias into the GEMM epilogue, and
+the causal mask with right padding given as key lengths to the flash attention kernel. Not fused: GPT-2's tanh GELU
+follows c_fc in jnp (the kernels' epilogue has the erf GELU only).
+
 HF checkpoints: GPT-2 uses `Conv1D`, whose weight is stored (in, out) -- already the Flax kernel layout, so no
 transpose. `attn.bias`/`attn.masked_bias` causal buffers (old checkpoints) are ignored, a `lm_head.weight` must equal
 `wte.weight` (tied) or be absent, and keys may or may not carry the `transformer.` prefix.
@@ -45,8 +52,8 @@ import numpy as np
 from int4jax.nn.dense import QDense
 from int4jax.models import hf
 from int4jax.models.family import Family, replace_config
-from int4jax.nn.common import ACTIVATIONS, layer_norm
-from int4jax.nn.attention import MultiHeadAttention, padding_mask, update_decode_state
+from int4jax.nn.common import activated, layer_norm, normed
+from int4jax.nn.attention import MultiHeadAttention, attention_masks, update_decode_state
 from int4jax.models.outputs import ModelOutput, Taps
 from int4jax.quant.policy import QuantPolicy
 
@@ -66,6 +73,7 @@ class GPT2Config:
   post_ln: bool = False               # True: Post-LN blocks and no ln_f (see module docstring)
   policy: QuantPolicy | None = None   # None = float
   dtype: Any = jnp.float32            # compute dtype; params stay float32
+  int_mode: Any = None                # int_gemm.IntMode: integer inference (see the module docstring)
 
   def __post_init__(self):
     if self.n_embd % self.n_head:
@@ -106,12 +114,12 @@ class GPT2MLP(nn.Module):
   config: GPT2Config
 
   @nn.compact
-  def __call__(self, x, *, deterministic: bool):
+  def __call__(self, x, *, deterministic: bool, pre_ln=None):
     c = self.config
-    h = QDense(c.inner_dim, policy=c.policy, gemm="ffn_in", dtype=c.dtype, name="c_fc")(x)
-    h = ACTIVATIONS["gelu_new"](h)   # HF "gelu_new": the tanh approximation
+    dense = lambda n, gemm, name: QDense(n, policy=c.policy, gemm=gemm, dtype=c.dtype, int_mode=c.int_mode, name=name)
+    h = activated(dense(c.inner_dim, "ffn_in", "c_fc"), x, "gelu_new", pre_ln)  # HF "gelu_new": tanh approximation
     self.sow("intermediates", "ffn_out_input", h)
-    h = QDense(c.n_embd, policy=c.policy, gemm="ffn_out", dtype=c.dtype, name="c_proj")(h)
+    h = dense(c.n_embd, "ffn_out", "c_proj")(h)
     return nn.Dropout(c.resid_pdrop)(h, deterministic=deterministic)
 
 
@@ -119,29 +127,34 @@ class GPT2Block(nn.Module):
   config: GPT2Config
 
   @nn.compact
-  def __call__(self, x, mask, *, deterministic: bool, taps: Taps, decode: bool):
+  def __call__(self, x, mask, *, deterministic: bool, taps: Taps, decode: bool, pre_ln=None, kv_seq_lengths=None):
+    """-> (x, scores, probs, pre_ln); pre_ln (integer mode, Post-LN): x's LayerNorm for the next block's QKV."""
     c = self.config
     attn = MultiHeadAttention(num_heads=c.n_head, head_dim=c.head_dim, policy=c.policy,
                               proj_names=("c_attn", "c_proj"), causal=True, dropout_rate=c.attn_pdrop,
-                              dtype=c.dtype, name="attn")
+                              dtype=c.dtype, int_mode=c.int_mode, name="attn")
     mlp = GPT2MLP(c, name="mlp")
     ln_1, ln_2 = _layer_norm(c, "ln_1"), _layer_norm(c, "ln_2")
+    norm = lambda ln, y: normed(ln, y, c.int_mode)
     resid_drop = nn.Dropout(c.resid_pdrop)
 
-    def attend(h):
+    def attend(h, pre):
       out, scores, probs = attn(h, mask=mask, deterministic=deterministic, want_scores=taps.attention_scores,
-                                want_probs=taps.attention_probs, decode=decode)
+                                want_probs=taps.attention_probs, decode=decode, pre_ln=pre,
+                                kv_seq_lengths=kv_seq_lengths)
       return resid_drop(out, deterministic=deterministic), scores, probs
 
     if c.post_ln:
-      a, scores, probs = attend(x)
-      x = ln_1(x + a)
-      x = ln_2(x + mlp(x, deterministic=deterministic))
+      a, scores, probs = attend(x, pre_ln)
+      x, pre = norm(ln_1, x + a)
+      x, pre = norm(ln_2, x + mlp(x, deterministic=deterministic, pre_ln=pre))
     else:
-      a, scores, probs = attend(ln_1(x))
+      h, pre = norm(ln_1, x)
+      a, scores, probs = attend(h, pre)
       x = x + a
-      x = x + mlp(ln_2(x), deterministic=deterministic)
-    return x, scores, probs
+      h, pre = norm(ln_2, x)
+      x, pre = x + mlp(h, deterministic=deterministic, pre_ln=pre), None
+    return x, scores, probs, pre
 
 
 class GPT2LMHeadModel(nn.Module):
@@ -174,11 +187,14 @@ class GPT2LMHeadModel(nn.Module):
     wpe = nn.Embed(c.n_positions, c.n_embd, embedding_init=init, name="wpe")
     x = wte(input_ids) + wpe(position_ids)
     x = nn.Dropout(c.embd_pdrop)(x, deterministic=deterministic).astype(c.dtype)
-    mask = None if key_mask is None else padding_mask(key_mask)
+    mask, kv_seq_lengths = attention_masks(
+        key_mask, batch, seq, causal=True,
+        by_lengths=c.int_mode is not None and not decode and not (taps.attention_scores or taps.attention_probs))
 
-    hidden, scores, probs = [x], [], []
+    hidden, scores, probs, pre_ln = [x], [], [], None
     for i in range(c.n_layer):
-      x, s, p = GPT2Block(c, name=f"h_{i}")(x, mask, deterministic=deterministic, taps=taps, decode=decode)
+      x, s, p, pre_ln = GPT2Block(c, name=f"h_{i}")(x, mask, deterministic=deterministic, taps=taps, decode=decode,
+                                                   pre_ln=pre_ln, kv_seq_lengths=kv_seq_lengths)
       hidden.append(x)
       scores.append(s)
       probs.append(p)
@@ -280,4 +296,5 @@ def config_to_hf(config: GPT2Config, task: str = "lm") -> dict[str, Any]:
 FAMILY = Family(
     name="gpt2", presets=PRESETS, config_from_hf=config_from_hf, build=lambda config, task: GPT2LMHeadModel(config),
     load_params=_load_params, tasks=("lm",), default_task=lambda hf_config: "lm", config_to_hf=config_to_hf,
-    export_mapping=lambda config, task: hf_mapping(config, "transformer."))
+    export_mapping=lambda config, task: hf_mapping(config, "transformer."),
+    int_fusions=lambda config: {})   # c_attn is one QKV GEMM already

@@ -26,6 +26,14 @@ HF's forward does, so left padding shifts the positions of real tokens unless po
 Dropout: HF Llama has attention dropout only (`attention_dropout`); `hidden_dropout` (ours, default 0) drops the
 embedding output and each residual branch, for QAT runs that want GPT-2-style regularisation.
 
+Integer mode (`int_mode` set, an `int_gemm.IntMode`; params from `int4jax.inference.export`): quantized GEMMs run
+the integer kernels (QDense). Fused (with `int_mode.fuse_qkv`): q/k/v as one QKV GEMM (self_attn/qkv, [q | k | v]
+along N, grouped-query sizes) and gate/up as one FFN-in GEMM (mlp/gate_up, [gate | up]); dequantize + bias into the
+GEMM epilogue; the causal mask with right padding given as key lengths to the flash attention kernel. Not fused: the
+RMSNorms (the activation quantizer's fused norm is a LayerNorm; the normed activations are computed in jnp and then
+quantized per token) and SwiGLU's silu(gate) * up (computed in jnp on the fused GEMM's output, then quantized for
+down_proj).
+
 Checkpoints: HF safetensors (`model.` prefixed names, nn.Linear weights (out, in) -> transposed), and GGUF files or
 their block-packed conversion through `int4jax.models.gguf`, which hand over the same HF-named tensors.
 """
@@ -40,9 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from int4jax.models import hf
-from int4jax.models.family import Family, replace_config
+from int4jax.models.family import Family, fusion, replace_config
 from int4jax.models.outputs import ModelOutput, Taps
-from int4jax.nn.attention import MultiHeadAttention, padding_mask, update_decode_state
+from int4jax.nn.attention import MultiHeadAttention, attention_masks, update_decode_state
 from int4jax.nn.common import ACTIVATIONS, check_activation
 from int4jax.nn.dense import QDense
 from int4jax.quant.policy import QuantPolicy
@@ -69,6 +77,7 @@ class LlamaConfig:
   hidden_dropout: float = 0.0              # ours (see module docstring); HF Llama has none
   policy: QuantPolicy | None = None        # None = float
   dtype: Any = jnp.float32                 # compute dtype; params stay float32
+  int_mode: Any = None                     # int_gemm.IntMode: integer inference (see the module docstring)
 
   def __post_init__(self):
     check_activation(self.hidden_act, "hidden_act")
@@ -125,8 +134,17 @@ def llama_tiny() -> LlamaConfig:
 PRESETS = {"smollm2_135m": smollm2_135m, "llama_tiny": llama_tiny}
 
 
+# Integer mode's fused GEMMs (IntMode.fuse_qkv; Family.int_fusions): fused module name, the modules it replaces.
+_QKV = ("qkv", ("q_proj", "k_proj", "v_proj"))
+_GATE_UP = ("gate_up", ("gate_proj", "up_proj"))
+
+
 def _rms_norm(config: LlamaConfig, name: str) -> nn.RMSNorm:
   return nn.RMSNorm(epsilon=config.rms_norm_eps, dtype=config.dtype, name=name)
+
+
+def _fused(config: LlamaConfig) -> bool:
+  return config.int_mode is not None and config.int_mode.fuse_qkv
 
 
 class LlamaMLP(nn.Module):
@@ -135,9 +153,13 @@ class LlamaMLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = self.config
-    dense = lambda n, gemm, name: QDense(n, policy=c.policy, gemm=gemm, use_bias=c.mlp_bias, dtype=c.dtype, name=name)
-    gate = ACTIVATIONS[c.hidden_act](dense(c.intermediate_size, "ffn_in", "gate_proj")(x))
-    h = gate * dense(c.intermediate_size, "ffn_in", "up_proj")(x)
+    dense = lambda n, gemm, name: QDense(n, policy=c.policy, gemm=gemm, use_bias=c.mlp_bias, dtype=c.dtype,
+                                        int_mode=c.int_mode, name=name)
+    if _fused(c):   # integer mode: gate and up as one [K, 2 * intermediate] GEMM
+      gate, up = jnp.split(dense(2 * c.intermediate_size, "ffn_in", _GATE_UP[0])(x), 2, axis=-1)
+    else:
+      gate, up = (dense(c.intermediate_size, "ffn_in", name)(x) for name in _GATE_UP[1])
+    h = ACTIVATIONS[c.hidden_act](gate) * up
     self.sow("intermediates", "ffn_out_input", h)
     return dense(c.hidden_size, "ffn_out", "down_proj")(h)
 
@@ -146,17 +168,17 @@ class LlamaDecoderLayer(nn.Module):
   config: LlamaConfig
 
   @nn.compact
-  def __call__(self, x, mask, positions, *, deterministic: bool, taps: Taps, decode: bool):
+  def __call__(self, x, mask, positions, *, deterministic: bool, taps: Taps, decode: bool, kv_seq_lengths=None):
     c = self.config
     attn = MultiHeadAttention(num_heads=c.num_attention_heads, head_dim=c.head_size, policy=c.policy,
-                              proj_names=("q_proj", "k_proj", "v_proj", "o_proj"), causal=True,
+                              proj_names=((_QKV[0],) if _fused(c) else _QKV[1]) + ("o_proj",), causal=True,
                               dropout_rate=c.attention_dropout, use_bias=c.attention_bias,
                               out_features=c.hidden_size, dtype=c.dtype, num_kv_heads=c.kv_heads,
-                              rope_theta=c.rope_theta, name="self_attn")
+                              rope_theta=c.rope_theta, int_mode=c.int_mode, name="self_attn")
     drop = nn.Dropout(c.hidden_dropout)
     a, scores, probs = attn(_rms_norm(c, "input_layernorm")(x), mask=mask, deterministic=deterministic,
                             want_scores=taps.attention_scores, want_probs=taps.attention_probs, decode=decode,
-                            positions=positions)
+                            positions=positions, kv_seq_lengths=kv_seq_lengths)
     x = x + drop(a, deterministic=deterministic)
     m = LlamaMLP(c, name="mlp")(_rms_norm(c, "post_attention_layernorm")(x))
     return x + drop(m, deterministic=deterministic), scores, probs
@@ -185,12 +207,14 @@ class LlamaForCausalLM(nn.Module):
 
     embed = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=nn.initializers.normal(0.02), name="embed_tokens")
     x = nn.Dropout(c.hidden_dropout)(embed(input_ids), deterministic=deterministic).astype(c.dtype)
-    mask = None if key_mask is None else padding_mask(key_mask)
+    mask, kv_seq_lengths = attention_masks(
+        key_mask, batch, seq, causal=True,
+        by_lengths=c.int_mode is not None and not decode and not (taps.attention_scores or taps.attention_probs))
 
     hidden, scores, probs = [x], [], []
     for i in range(c.num_hidden_layers):
       x, s, p = LlamaDecoderLayer(c, name=f"layers_{i}")(x, mask, position_ids, deterministic=deterministic,
-                                                         taps=taps, decode=decode)
+                                                         taps=taps, decode=decode, kv_seq_lengths=kv_seq_lengths)
       hidden.append(x)
       scores.append(s)
       probs.append(p)
@@ -301,8 +325,18 @@ def _load_params(config, task, hf_config, tensors, rng, source):
   return params_from_hf(config, tensors, source)
 
 
+def int_fusions(config: LlamaConfig) -> dict[str, tuple[str, ...]]:
+  """Integer mode's fused GEMMs (Family.int_fusions): one QKV GEMM (grouped-query: [q | k | v] along N) and one
+  gate/up GEMM per layer."""
+  out = {}
+  for i in range(config.num_hidden_layers):
+    out.update(fusion(f"layers_{i}/self_attn/", *_QKV))
+    out.update(fusion(f"layers_{i}/mlp/", *_GATE_UP))
+  return out
+
+
 FAMILY = Family(
     name="llama", presets=PRESETS, config_from_hf=config_from_hf,
     build=lambda config, task: LlamaForCausalLM(config), load_params=_load_params, tasks=("lm",),
     default_task=lambda hf_config: "lm", config_to_hf=lambda config, task: config_to_hf(config),
-    export_mapping=lambda config, task: hf_mapping(config))
+    export_mapping=lambda config, task: hf_mapping(config), int_fusions=int_fusions)

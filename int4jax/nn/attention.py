@@ -54,6 +54,21 @@ def causal_mask(q_len: int, k_len: int, offset: jax.Array | int = 0) -> jax.Arra
   return (k_pos <= q_pos)[None, None]
 
 
+def attention_masks(attention_mask: jax.Array | None, batch: int, seq: int, *, by_lengths: bool, causal: bool
+                    ) -> tuple[jax.Array | None, jax.Array | None]:
+  """(dense padding mask | None, kv_seq_lengths | None) of a model's [batch, seq] 1/0 attention mask.
+
+  by_lengths (integer mode, no decoding, no attention taps): key lengths [batch] int32 instead of the dense mask,
+  taking the padding to be at the end (what the tokenizers produce), so that attention stays on cuDNN's flash kernel
+  (MultiHeadAttention's `kv_seq_lengths`); a causal model gets full lengths when there is no padding mask, since the
+  causal flag then is the whole mask. Otherwise the dense mask of `padding_mask` (None without a mask)."""
+  if not by_lengths or (attention_mask is None and not causal):
+    return (None if attention_mask is None else padding_mask(attention_mask)), None
+  if attention_mask is None:
+    return None, jnp.full((batch,), seq, jnp.int32)
+  return None, jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
+
+
 def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
   """Logical AND of the masks that are not None (None when all are None)."""
   present = [m for m in masks if m is not None]
@@ -144,8 +159,10 @@ class MultiHeadAttention(nn.Module):
   Attributes:
     num_heads, head_dim: d_model = num_heads * head_dim.
     policy: quantization policy passed to every projection.
-    proj_names: either (q, k, v, out) names for separate projections (BERT, BART) or (qkv, out) for one fused
-      projection (GPT-2's c_attn), so parameter paths mirror the Hugging Face layout.
+    proj_names: (q, k, v, out) names for separate projections (BERT, BART, Llama), (qkv, out) for one fused
+      projection of x (GPT-2's c_attn; integer mode's fused QKV, grouped-query included: [q | k | v] along N), or
+      (q, kv, out) for a query projection and one fused K/V projection of the keys' source (integer mode's
+      cross-attention), so parameter paths mirror the Hugging Face layout (or the packed checkpoint's).
     causal: add a causal mask (decoder self-attention).
     dropout_rate: attention-probability dropout.
     out_features: width of the output projection (defaults to num_heads * head_dim).
@@ -177,16 +194,15 @@ class MultiHeadAttention(nn.Module):
   def _project(self, x, kv, cross_cache: bool = False, pre_ln=None):
     """q, k, v as [batch, len, heads, head_dim]; `cross_cache` (decode mode) routes cross-attention K/V through
     `_cached_cross_kv`; `pre_ln` (x's pre-LayerNorm input, see QDense) goes to the projections of x."""
-    d = self.num_heads * self.head_dim
+    d, kv_d = self.num_heads * self.head_dim, self.kv_heads * self.head_dim
     if len(self.proj_names) == 2:
       if kv is not None:
         raise ValueError("a fused qkv projection cannot do cross-attention; use separate q/k/v names")
-      if self.kv_heads != self.num_heads:
-        raise ValueError("grouped-query attention needs separate q/k/v projections (4 proj_names)")
-      q, k, v = jnp.split(self._dense(3 * d, self.proj_names[0], "qkv")(x, pre_ln=pre_ln), 3, axis=-1)
-      return self._split_heads(q), self._split_heads(k), self._split_heads(v)
-    if len(self.proj_names) != 4:
-      raise ValueError(f"proj_names must have 2 (fused) or 4 entries, got {self.proj_names!r}")
+      q, k, v = jnp.split(self._dense(d + 2 * kv_d, self.proj_names[0], "qkv")(x, pre_ln=pre_ln), [d, d + kv_d],
+                          axis=-1)
+      return self._split_heads(q), self._split_heads(k, self.kv_heads), self._split_heads(v, self.kv_heads)
+    if len(self.proj_names) not in (3, 4):
+      raise ValueError(f"proj_names must have 2 (fused qkv), 3 (q, fused kv) or 4 entries, got {self.proj_names!r}")
     q = self._split_heads(self._dense(d, self.proj_names[0], "qkv")(x, pre_ln=pre_ln))
     if cross_cache and kv is not None and not self.is_initializing():
       return (q,) + self._cached_cross_kv(kv)
@@ -194,8 +210,11 @@ class MultiHeadAttention(nn.Module):
 
   def _project_kv(self, src, pre_ln=None):
     d = self.kv_heads * self.head_dim
-    k = self._dense(d, self.proj_names[1], "qkv")(src, pre_ln=pre_ln)
-    v = self._dense(d, self.proj_names[2], "qkv")(src, pre_ln=pre_ln)
+    if len(self.proj_names) == 3:  # one fused [k | v] projection
+      k, v = jnp.split(self._dense(2 * d, self.proj_names[1], "qkv")(src, pre_ln=pre_ln), 2, axis=-1)
+    else:
+      k = self._dense(d, self.proj_names[1], "qkv")(src, pre_ln=pre_ln)
+      v = self._dense(d, self.proj_names[2], "qkv")(src, pre_ln=pre_ln)
     return self._split_heads(k, self.kv_heads), self._split_heads(v, self.kv_heads)
 
   def _cached_cross_kv(self, kv):
@@ -240,7 +259,8 @@ class MultiHeadAttention(nn.Module):
     mask: bool, broadcastable to [batch, heads, q_len, k_len]; in self-attention decode mode k_len is the cache
     length (max_len). In cross-attention decode mode K/V are projected once, then read from the cache (see the
     module docstring). pre_ln: x's pre-LayerNorm input for integer mode (QDense). kv_seq_lengths: [batch] int32,
-    valid keys per row when padding is at the end (a mask cuDNN attention takes; used instead of `mask`).
+    valid keys per row when padding is at the end (a mask cuDNN attention takes; used instead of `mask`, with the
+    causal flag for causal self-attention, when no dense mask, taps or decoding are asked for).
     positions [batch, q_len]: absolute token positions for rotary embeddings (`rope_theta`).
     Returns (out [batch, q_len, out_features], scores | None, probs | None).
     """
@@ -251,6 +271,8 @@ class MultiHeadAttention(nn.Module):
       if kv is not None or positions is None:
         raise ValueError("rotary embeddings (rope_theta) need self-attention and `positions`")
       q, k = apply_rotary(q, positions, self.rope_theta), apply_rotary(k, positions, self.rope_theta)
+    # Key lengths (right padding) and the causal flag instead of a dense mask: what cuDNN's flash attention takes.
+    by_lengths = kv_seq_lengths is not None and mask is None and not decode and not (want_scores or want_probs)
     causal = None
     if decode and kv is None:
       k, v, index = self._append_to_cache(k, v)
@@ -267,8 +289,8 @@ class MultiHeadAttention(nn.Module):
     dropout_rng = None
     if self.dropout_rate > 0.0 and not deterministic:
       dropout_rng = self.make_rng("dropout")
-    if kv_seq_lengths is not None and mask is None and not (want_scores or want_probs):
-      out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_seq_lengths,
+    if by_lengths:
+      out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_seq_lengths, is_causal=self.causal,
                                          implementation=flash_implementation(q))
       scores = probs = None
     else:

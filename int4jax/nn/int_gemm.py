@@ -29,6 +29,7 @@ dequantized weight.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from int4jax.quant import numerics
-from int4jax.quant.formats import pack_int4, unpack_int4
+from int4jax.quant.formats import pack_int4, unpack_int4, unpack_int4_np
 from int4jax.quant.numerics import QuantSpec
 from kernels_pallas import ops
 
@@ -116,33 +117,38 @@ def param_shapes(k: int, n: int, w_spec: QuantSpec, a_spec: QuantSpec | None) ->
 
 def pack_weight(kernel: np.ndarray, w_spec: QuantSpec, a_spec: QuantSpec | None) -> dict[str, np.ndarray]:
   """Flax kernel [K, N] float -> the integer-mode params (without bias), with the codes training's fake_quant uses."""
-  qt = numerics.quantize(jnp.asarray(kernel, jnp.float32), w_spec, axis=0)
+  kernel = np.asarray(kernel, np.float32)
+  if not np.all(np.isfinite(kernel)):
+    raise ValueError(f"pack_weight: the [K, N]={kernel.shape} kernel holds NaN/inf; its scales would be undefined")
   k, n = kernel.shape
-  half = 2 ** (w_spec.bits - 1)
-  q = np.asarray(qt.qvalue).astype(np.int64)
-  scale = np.asarray(qt.scale, np.float32)
-  zp = None if qt.zero_point is None else np.asarray(qt.zero_point, np.float32)
-  if not w_spec.symmetric:
-    q = q - half
-  q_nk = q.T  # (N, K), K contiguous
+  codes, scale, zp = jax.device_get(_weight_codes(jnp.asarray(kernel), w_spec))
+  scale = np.asarray(scale, np.float32)
   # scale: channel [1, N] -> (N,); group [K/g, 1, N] -> (N, K/g); tensor [1, 1] -> (N,)
   to_nk = lambda a: (np.broadcast_to(a.reshape(-1), (n,)) if a.size in (1, n) and w_spec.granularity != "group"
                      else a.reshape(-1, n).T)
-  out = {"w_scale": np.ascontiguousarray(to_nk(scale), np.float32)}
-  if w_spec.bits == 4:
-    out["w_q"] = np.asarray(pack_int4(q_nk.astype(np.int8), axis=-1))
-  else:
-    out["w_q"] = np.ascontiguousarray(q_nk.astype(np.int8))
+  out = {"w_q": np.asarray(codes), "w_scale": np.ascontiguousarray(to_nk(scale), np.float32)}
   if not w_spec.symmetric:
-    out["w_offset"] = np.ascontiguousarray(to_nk(zp) + half * to_nk(scale), np.float32)
+    half = 2 ** (w_spec.bits - 1)
+    out["w_offset"] = np.ascontiguousarray(to_nk(np.asarray(zp, np.float32)) + half * to_nk(scale), np.float32)
   if a_spec is not None and not a_spec.symmetric:
     out["w_sum"] = dequantized_weight_np(out, w_spec.bits).sum(axis=1).astype(np.float32)
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("w_spec",))
+def _weight_codes(kernel, w_spec: QuantSpec):
+  """(codes in the kernels' (N, K) layout: packed uint8 | int8, scale, zero point | None) of numerics.quantize."""
+  qt = numerics.quantize(kernel, w_spec, axis=0)
+  q = qt.qvalue.astype(jnp.int32)
+  if not w_spec.symmetric:  # asymmetric codes shifted to the signed range (module docstring)
+    q = q - 2 ** (w_spec.bits - 1)
+  q_nk = q.T.astype(jnp.int8)  # (N, K), K contiguous
+  return (pack_int4(q_nk, axis=-1) if w_spec.bits == 4 else q_nk), qt.scale, qt.zero_point
+
+
 def dequantized_weight_np(p: dict[str, np.ndarray], bits: int) -> np.ndarray:
   """float64 (N, K) weight the integer params stand for: w_q * w_scale (+ w_offset), per channel or group."""
-  q = np.asarray(unpack_int4(jnp.asarray(p["w_q"]))) if bits == 4 else np.asarray(p["w_q"])
+  q = unpack_int4_np(p["w_q"]) if bits == 4 else np.asarray(p["w_q"])
   q = q.astype(np.float64)
   n, k = q.shape
   s = np.asarray(p["w_scale"], np.float64).reshape(n, -1)

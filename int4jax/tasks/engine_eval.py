@@ -1,21 +1,25 @@
-"""Evaluate an experiments.glue run through the integer engine (experiments.eval --engine=int).
+"""Evaluate a run through the integer engine (experiments.eval --engine=int): GLUE runs (BERT) and LM runs (GPT-2,
+Llama; perplexity).
 
 The run's best checkpoint is packed in memory (or a packed checkpoint written by experiments.export from it is
 loaded) and its validation split is evaluated with the same batching and metrics as fake-quant evaluation, so the
-two numbers compare directly.
+two numbers compare directly. Packed in memory, the float tensors keep the engine's compute dtype (float32: the
+run's own float32 weights, so a float32 engine computes what fake-quant evaluation computes up to float rounding);
+a packed checkpoint holds them in bf16. Summarization runs (BART) are refused: experiments.export packs them, but
+their evaluation (held-out loss, beam search + ROUGE) lives inside tasks.summarization's training pipeline, which has
+no standalone evaluate_run to mirror yet.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 
-from int4jax.inference import engine, export
+from int4jax import data
+from int4jax.inference import engine
 from int4jax.tasks import runs
-from int4jax.models import hf
 
 
 def run_engine(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16, int_mode=None) -> engine.Engine:
@@ -26,26 +30,35 @@ def run_engine(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16, i
     if src and os.path.realpath(src) != os.path.realpath(workdir):
       raise ValueError(f"--packed={packed!r} was exported from {src!r}, not from --workdir={workdir!r}")
     return eng
-  params, config, task, family, _, policy = runs.packed_source(workdir)
-  flat = export.pack_params(params, config, task, family)
-  meta = {"family": family, "task": task, "config": export.config_to_dict(config),
-          "policy": json.loads(policy.to_json()), "fuse_qkv": True, "source": workdir}
-  return engine.from_params(meta, hf.unflatten(flat), int_mode=int_mode, dtype=dtype)
+  params, config, task, _, _, _ = runs.packed_source(workdir)
+  return engine.from_float(params, config, task, int_mode=int_mode, dtype=dtype, float_dtype=dtype, source=workdir)
 
 
 def evaluate_run(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16, int_mode=None,
                  data_dir: str | None = None, split: str | None = None) -> tuple[dict[str, float], dict]:
-  """(metrics through the integer engine, best checkpoint metadata) of a GLUE run, as tasks.glue.evaluate_run."""
-  from int4jax.data import eval_batches  # pylint: disable=g-import-not-at-top
-  from int4jax.tasks import glue  # pylint: disable=g-import-not-at-top  (task modules import each other lazily)
+  """(metrics through the integer engine, best checkpoint metadata) of a GLUE or LM run, as its task's evaluate_run
+  computes them in fake-quant mode."""
+  from int4jax.tasks import glue, lm  # pylint: disable=g-import-not-at-top  (task modules import each other lazily)
   from int4jax.train import checkpoint, loop as train  # pylint: disable=g-import-not-at-top
-  cfg = glue.load_run_config(workdir)
-  if data_dir is not None:
-    cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(data_dir))
-  meta = checkpoint.read_metadata(glue.best_checkpoint_dir(workdir))
-  eng = run_engine(workdir, packed, dtype=dtype, int_mode=int_mode)
-  task = glue.GlueTask(cfg.task, eng.model, None, ("gt",), glue._num_labels(cfg.task) == 1)  # pylint: disable=protected-access
-  arrays = glue.load_eval_arrays(cfg, split or "validation")
-  metrics = train.evaluate(eng.params, lambda: eval_batches(arrays, cfg.eval_batch_size), jax.jit(task.eval_batch),
-                           train.make_mesh(), task)
+  dtype = jnp.dtype(dtype)
+  kind = runs.run_kind(workdir)
+  if kind == glue.TASK_KIND:
+    cfg = glue.load_run_config(workdir)
+    if data_dir is not None:
+      cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(data_dir))
+    meta = checkpoint.read_metadata(glue.best_checkpoint_dir(workdir))
+    eng = run_engine(workdir, packed, dtype=dtype, int_mode=int_mode)
+    task = glue.GlueTask(cfg.task, eng.model, None, ("gt",), glue._num_labels(cfg.task) == 1)  # pylint: disable=protected-access
+    arrays = glue.load_eval_arrays(cfg, split or "validation")
+    batches = lambda: data.eval_batches(arrays, cfg.eval_batch_size)
+  elif kind == lm.TASK_KIND:
+    batches = lm.eval_batches(lm.load_run_config(workdir), data_dir, split)  # bad --split refused before packing
+    meta = lm.read_run_metadata(workdir)
+    eng = run_engine(workdir, packed, dtype=dtype, int_mode=int_mode)
+    task = lm.LMTask(eng.model, None, ("gt",))
+  else:
+    raise ValueError(f"{workdir!r} holds a run of kind {kind!r}; --engine=int evaluates experiments.glue and "
+                     "experiments.lm runs")
+  metrics = train.evaluate(eng.params, batches, jax.jit(task.eval_batch), train.make_mesh(), task)
   return metrics, meta
+

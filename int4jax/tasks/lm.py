@@ -177,7 +177,7 @@ def positional_nll(model: nn.Module, params, batches) -> dict[str, np.ndarray]:
 # Run directories: what the run pipeline below stores in checkpoint metadata, and how analysis/generation rebuild a
 # model.
 
-_NOT_SERIALIZED = ("policy", "dtype")
+_NOT_SERIALIZED = ("policy", "dtype", "int_mode")
 # model_type -> (config class, model class) of the decoder families the pipeline trains.
 LM_FAMILIES = {"gpt2": (gpt2.GPT2Config, gpt2.GPT2LMHeadModel), "llama": (llama.LlamaConfig, llama.LlamaForCausalLM)}
 # Dropout fields of either family; --dropout sets those the config has.
@@ -550,15 +550,22 @@ def evaluate_run(workdir: str, *, data_dir: str | None = None, split: str | None
   blocks): on the run's validation split, or on `split` (train / valid / test) of `data_dir`.
   Returns (metrics now, checkpoint metadata)."""
   cfg = load_run_config(workdir)
+  batches = eval_batches(cfg, data_dir, split)
+  dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+  model, params, meta = restore_run(workdir, dtype=dtype)
+  task = LMTask(model, None, ("gt",))
+  return train.evaluate_once(task, params, batches, cfg.compute_dtype), meta
+
+
+def eval_batches(cfg: LMRunConfig, data_dir: str | None = None, split: str | None = None):
+  """A callable yielding the evaluation batches of a run's corpus as training evaluates it (its blocks, stride and
+  batch size): `split` (train / valid / test; default valid) of the run's data or of `data_dir`."""
   if data_dir is not None:
     cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(data_dir))
   split = split or "valid"
   if split not in lm_data.SPLITS:
     raise ValueError(f"--split={split!r} is not one of {lm_data.SPLITS} for an LM run")
-  dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-  model, params, meta = restore_run(workdir, dtype=dtype)
   tokenizer = tokenizers.load_tokenizer(cfg.tokenizer)
   corpus = lm_data.load_corpus(cfg.dataset, tokenizer, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir)
   ids = lm_data.eval_split(corpus.ids[split], cfg.block_size, cfg.eval_stride)
-  task = LMTask(model, None, ("gt",))
-  return train.evaluate_once(task, params, lambda: ids.batches(cfg.eval_batch_size), cfg.compute_dtype), meta
+  return lambda: ids.batches(cfg.eval_batch_size)

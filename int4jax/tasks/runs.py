@@ -1,4 +1,4 @@
-"""Any task's trained run directory, read back by its kind: what export (HF today, packed next) needs from a run.
+"""Any task's trained run directory, read back by its kind: what export (HF and packed) needs from a run.
 
     run = restore_trained_run("runs/sst2_w4a4")     # TrainedRun: family config, task, params, policy, tokenizer
     export_hf("runs/sst2_w4a4", "exported/sst2_w4a4")   # python -m experiments.export --format=hf
@@ -15,8 +15,9 @@ import pathlib
 from typing import Any
 
 from int4jax.inference import hf_export
+from int4jax.models import registry
 from int4jax.quant.policy import QuantPolicy
-from int4jax.tasks import glue as glue_task, lm as lm_task
+from int4jax.tasks import glue as glue_task, lm as lm_task, summarization as summarization_task
 from int4jax.train import checkpoint, rundir
 
 
@@ -32,11 +33,10 @@ class TrainedRun:
 
 
 def restore_trained_run(workdir: str | os.PathLike) -> TrainedRun:
-  """The best/ checkpoint of an experiments.glue or experiments.lm run, with its config, policy and tokenizer."""
+  """The best/ checkpoint of an experiments.glue, experiments.lm or experiments.summarize run, with its config,
+  policy and tokenizer."""
   workdir = str(workdir)
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"run directory {workdir!r} does not exist")
-  kind = (rundir.RunDir(workdir).read_config() or {}).get("kind")
+  kind = run_kind(workdir)
   if kind == glue_task.TASK_KIND:
     cfg = glue_task.load_run_config(workdir)
     policy = cfg.make_policy()
@@ -45,11 +45,20 @@ def restore_trained_run(workdir: str | os.PathLike) -> TrainedRun:
                                         {"params": glue_task.abstract_params(model, cfg)})
     tokenizer = None if cfg.task == glue_task.SYNTHETIC else glue_task.tokenizer_name(cfg)
     return TrainedRun(model.config, "sequence_classification", restored["params"], policy, tokenizer, meta)
-  if kind == lm_task.TASK_KIND:
-    model, params, meta = lm_task.restore_run(workdir)
-    return TrainedRun(model.config, "lm", params, model.config.policy, meta.get("tokenizer"), meta)
-  raise ValueError(f"{workdir!r} is not a run directory of experiments.glue or experiments.lm "
+  if kind in (lm_task.TASK_KIND, summarization_task.TASK_KIND):
+    lm = kind == lm_task.TASK_KIND
+    model, params, meta = (lm_task if lm else summarization_task).restore_run(workdir)
+    return TrainedRun(model.config, "lm" if lm else "conditional_generation", params, model.config.policy,
+                      meta.get("tokenizer"), meta)
+  raise ValueError(f"{workdir!r} is not a run directory of experiments.glue, experiments.lm or experiments.summarize "
                    f"(its config.json kind is {kind!r})")
+
+
+def run_kind(workdir: str) -> str | None:
+  """The "kind" of a run directory's config.json (glue, lm; None for runs that record none)."""
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"run directory {workdir!r} does not exist")
+  return (rundir.RunDir(workdir).read_config() or {}).get("kind")
 
 
 def export_hf(workdir: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
@@ -66,16 +75,12 @@ def export_hf(workdir: str | os.PathLike, out_dir: str | os.PathLike, *, overwri
 
 
 def packed_source(workdir: str):
-  """(params, config, task, family, tokenizer or None, policy) of an experiments.glue run's best checkpoint: what
-  inference.export.export packs (the engine covers the BERT family)."""
-  cfg = glue_task.load_run_config(workdir)
-  policy = cfg.make_policy()
-  if policy.is_float:
-    raise ValueError(f"{workdir!r} is a float run (bits={cfg.bits!r}): nothing to pack; export a quantized run "
-                     "(or an HF checkpoint with --bits)")
-  model, _ = glue_task.build_model(cfg, policy, load_weights=False)
-  restored, _ = checkpoint.restore(glue_task.best_checkpoint_dir(workdir), {"params": glue_task.abstract_params(model, cfg)})
-  tok = None
-  if cfg.task != glue_task.SYNTHETIC:
-    tok = glue_task._tokenizer(cfg)  # pylint: disable=protected-access
-  return restored["params"], model.config, "sequence_classification", glue_task._family_name(cfg.model), tok, policy
+  """(params, config, task, family, tokenizer or None, policy) of a GLUE (BERT), LM (GPT-2, Llama) or summarization
+  (BART) run's best checkpoint: what inference.export.export packs."""
+  from int4jax.tokenizers import load_tokenizer  # pylint: disable=g-import-not-at-top
+  run = restore_trained_run(workdir)
+  if run.policy is None or run.policy.is_float:
+    raise ValueError(f"{workdir!r} is a float run (policy {getattr(run.policy, 'name', None)!r}): nothing to pack; "
+                     "export a quantized run (or an HF checkpoint with --bits)")
+  tok = None if run.tokenizer is None else load_tokenizer(run.tokenizer)
+  return run.params, run.config, run.task, registry.family_of(run.config).name, tok, run.policy

@@ -229,7 +229,7 @@ def reduce_layers(teacher_params, encoder_layer_map: Sequence[int] | None, decod
 # ---------------------------------------------------------------------------------------------------------------
 # Run directories
 
-_NOT_SERIALIZED = ("policy", "dtype")
+_NOT_SERIALIZED = ("policy", "dtype", "int_mode")
 
 
 def model_config_to_dict(config: bart.BartConfig) -> dict[str, Any]:

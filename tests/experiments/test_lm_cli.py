@@ -211,3 +211,28 @@ def test_flag_errors(tmp_path):
   assert common_flags.parse_clip("none", "act_clip") == "none" and common_flags.parse_clip("-1,1", "x") == (-1.0, 1.0)
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
     lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", teacher=str(tmp_path / "nothing")))
+
+
+def test_integer_engine_perplexity_of_a_packed_student(runs, tmp_path):
+  """The W4A4 (asym) GPT-2 student packed as experiments.export packs a run (runs.packed_source + export.export), and
+  its validation perplexity through the integer engine (XLA's integer dots), as experiments.eval --engine=int
+  computes it: packed in memory at float32 it is the fake-quant one up to float rounding (check.float_tolerance:
+  8 GEMMs x K 128 x 2^-24 x 4 = 2.4e-4 of the largest logit, and log-perplexity moves by at most 2 max|d logit|:
+  asserted 1e-3, measured ~1e-7); from the packed checkpoint (embeddings and LayerNorms in bf16) within 2%."""
+  from int4jax.inference import engine, export
+  from int4jax.tasks import engine_eval, runs as run_lib
+  student, packed = runs["root"] / "w4a4", tmp_path / "packed"
+  params, config, task, family, tok, _ = run_lib.packed_source(str(student))
+  meta = export.export(str(packed), params, config, task, family, tokenizer=tok, source=str(student))
+  assert meta["family"] == "gpt2" and meta["task"] == "lm" and meta["policy"]["name"] == "w4a4_asym"
+  assert (packed / "tokenizer" / "tokenizer.json").is_file()
+  fake = json.loads((student / "results.json").read_text())["valid"]["perplexity"]
+  mode = engine.default_mode(backend="xla")
+  now, _ = engine_eval.evaluate_run(str(student), dtype=jnp.float32, int_mode=mode)
+  np.testing.assert_allclose(now["perplexity"], fake, rtol=1e-3)
+  now, _ = engine_eval.evaluate_run(str(student), str(packed), int_mode=mode)
+  np.testing.assert_allclose(now["perplexity"], fake, rtol=2e-2)
+  with pytest.raises(ValueError, match="--split='dev' is not one of"):
+    engine_eval.evaluate_run(str(student), split="dev", int_mode=mode)
+  with pytest.raises(ValueError, match="float run .*nothing to pack"):
+    run_lib.packed_source(str(runs["root"] / "fp"))

@@ -59,6 +59,19 @@ def test_layer_reduced_w4a4_student(teacher, data, tmp_path):
   assert list(results["decoder_layer_map"]) == [1] and results["encoder_layer_map"] is None
   assert results["loss_terms"] == ["gt", "logit", "att", "rep"] and np.isfinite(results["valid"]["loss"])
   assert len(results["predictions"]) == 4
+  # The run as experiments.export reads it: packed, the integer engine (XLA's integer dots) gives its fake-quant
+  # logits within check.float_tolerance; as a Hugging Face directory, its float weights exactly.
+  from int4jax.inference import check
+  from int4jax.models import hf, registry
+  from int4jax.nn import int_gemm
+  from int4jax.tasks import runs
+  params, config, task, family, _, _ = runs.packed_source(str(tmp_path / "st"))
+  assert (family, task) == ("bart", "conditional_generation")
+  r = check.compare(config, task=task, params=params, seq=8, int_mode=int_gemm.IntMode(backend="xla"))
+  assert r["within_tolerance"] and r["argmax_agree"] == 1.0, r
+  _, exported = registry.load_pretrained(runs.export_hf(tmp_path / "st", tmp_path / "hf"))
+  got, want = hf.flatten(exported), hf.flatten(params)
+  assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
 
 
 def test_kd_terms_vanish_for_an_identical_student(teacher):
