@@ -222,6 +222,9 @@ def glue_minilm_table(d: dict) -> Rows:
       cells.append(_mean_std(m))
       gaps.append("–" if not m or not tm or label == "FP32 teacher" else f"{m['mean'] - tm['mean']:+.2f}")
     rows.append([label] + cells + gaps)
+  for label, per_task in d.get("paper", {}).items():  # the paper's BERT-base rows (Table C.5), for scale
+    rows.append([f"*{label}*"] + [f"{per_task[t][m]:.1f}" if m in per_task.get(t, {}) else "–" for t, m in cols]
+                + ["–"] * len(cols))
   return rows
 
 # Latency columns of the README table (the JSON holds every path; results/latency/<GPU>.md shows them all).

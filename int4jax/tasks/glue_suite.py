@@ -343,7 +343,8 @@ def collect(runs_root: str, pmon_log: str | None = None) -> dict:
       cells[label][task] = entry
   tasks = sorted({e["task"] for e in grid})
   return {"runs_root": os.path.abspath(runs_root), "tasks": tasks, "grid": grid, "selected": cells,
-          "targets": _targets(cells, tasks), "averages": _averages(cells), "runs": runs}
+          "targets": _targets(cells, tasks), "averages": _averages(cells), "runs": runs,
+          "paper": {label: {t: row[t] for t in tasks if t in row} for label, row in PAPER_C5.items()}}
 
 
 def _averages(cells: dict) -> dict:
