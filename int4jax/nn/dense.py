@@ -21,6 +21,7 @@ sets them) and computes the effective weight Q(M*W) or M*Q(W) per the spec's ord
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -31,6 +32,47 @@ from int4jax.nn import int_gemm
 from int4jax.quant import numerics as quant
 from int4jax.quant import sparsity
 from int4jax.quant.policy import QuantPolicy
+
+def exact_factorizable(spec) -> bool:
+  """Whether a quantizer's scale is constant along the GEMM's reduction axis (see `exact_quantized_matmul`)."""
+  return spec is not None and spec.format == "int" and spec.granularity != "group"
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def exact_quantized_matmul(xq, wq, x_codes, x_scale, w_codes, w_scale, dtype):
+  """xq @ wq for fake-quantized operands xq = x_codes * x_scale [..., K] and wq = w_codes * w_scale [K, N], with
+  the forward summed over the integer codes (exact: every product and partial sum is an integer below 2^24 for
+  4-bit codes) and the scales applied once, as an integer kernel does. A float matmul of the dequantized operands
+  would round them first: to 10 mantissa bits under the GPU's default float32 precision (TF32) or to 8 in bf16,
+  which flips 4-bit codes downstream and made fake-quant evaluation and the integer engine disagree by up to
+  1.6 points on a trained W4A4 student (results/latency/engine_minilm.json). The backward is the plain matmul's
+  (what the straight-through estimator expects), in `dtype` as before."""
+  del xq, wq
+  # Codes are integers of at most 2^bits <= 256 in magnitude: exact in bf16, so the GPU runs them on its bf16
+  # tensor cores with float32 accumulation; the CPU sums them in float32 (its default precision is full f32).
+  cdt = jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
+  acc = jax.lax.dot_general(x_codes.astype(cdt), w_codes.astype(cdt),
+                            (((x_codes.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32,
+                            precision=jax.lax.Precision.HIGHEST)
+  return (acc * x_scale * w_scale).astype(dtype)
+
+
+def _exact_fwd(xq, wq, x_codes, x_scale, w_codes, w_scale, dtype):
+  return exact_quantized_matmul(xq, wq, x_codes, x_scale, w_codes, w_scale, dtype), (xq, wq, x_scale, w_scale,
+                                                                                    x_codes, w_codes)
+
+
+def _exact_bwd(dtype, res, g):
+  xq, wq, x_scale, w_scale, x_codes, w_codes = res
+  g2 = g.reshape(-1, g.shape[-1]).astype(dtype)
+  dx = (g2 @ wq.astype(dtype).T).reshape(xq.shape).astype(xq.dtype)
+  dw = (xq.reshape(-1, xq.shape[-1]).astype(dtype).T @ g2).astype(wq.dtype)
+  zeros = lambda a: jnp.zeros_like(a)
+  return dx, dw, zeros(x_codes), zeros(x_scale), zeros(w_codes), zeros(w_scale)
+
+
+exact_quantized_matmul.defvjp(_exact_fwd, _exact_bwd)
+
 
 # Collection that QDense sows the effective (fake-quantized) operands into when a caller makes it mutable.
 # Tests and the failure analysis read it; when the collection is not mutable, `sow` is a no-op (no cost).
@@ -101,6 +143,7 @@ class QDense(nn.Module):
   def _fake_call(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
     w_spec, a_spec = self.quant_specs()
+    x_in, w_in = x, kernel
     if a_spec is not None:
       # Per-token dynamic quantization of the GEMM input, computed in float32 whatever the compute dtype.
       x = quant.fake_quant(x.astype(jnp.float32), a_spec, axis=-1)
@@ -116,9 +159,15 @@ class QDense(nn.Module):
     elif w_spec is not None:
       kernel = quant.fake_quant(kernel, w_spec, axis=0)
       self.sow(QUANT_TAPS, "kernel", kernel)
-    # jax.lax.dot_general looked up at call time (not jnp.dot): the same product, and visible to libraries that
-    # intercept it, e.g. Qwix's QAT (int4jax/tasks/glue_qwix.py).
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+    if sparse is None and exact_factorizable(a_spec) and exact_factorizable(w_spec):
+      # Integer operands on both sides: sum the codes exactly, like the integer engine (exact_quantized_matmul).
+      x_codes, x_scale = (jax.lax.stop_gradient(a) for a in quant.integer_codes(x_in, a_spec, axis=-1))
+      w_codes, w_scale = (jax.lax.stop_gradient(a) for a in quant.integer_codes(w_in, w_spec, axis=0))
+      y = exact_quantized_matmul(x, kernel, x_codes, x_scale, w_codes, w_scale, self.dtype)
+    else:
+      # jax.lax.dot_general looked up at call time (not jnp.dot): the same product, and visible to libraries that
+      # intercept it, e.g. Qwix's QAT (int4jax/quant/qwix_peer.py).
+      y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)

@@ -369,6 +369,20 @@ def _quantize(x: jax.Array, spec: QuantSpec, axis: int) -> QTensor:
                  spec=spec, axis=ax, shape=tuple(x.shape))
 
 
+def integer_codes(x: jax.Array, spec: QuantSpec, *, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+  """(codes, scale) with fake_quant(x) == codes * scale up to one float32 rounding, `codes` integer-valued float32
+  (q + zero_point / S for asymmetric specs, so |codes| <= 2^bits) and `scale` constant along `axis`, for the
+  specs whose scale does not vary along the reduction axis: integer format, tensor/channel/token granularity.
+  A matmul over `axis` can then sum the codes exactly and apply the scales once (nn/dense.py)."""
+  if spec.format != "int" or spec.granularity == "group":
+    raise ValueError(f"integer_codes: {spec.format} / {spec.granularity} scales vary along the reduction axis")
+  qt = _quantize(x, spec, axis)
+  codes = qt.qvalue.astype(jnp.float32)
+  if qt.zero_point is not None:
+    codes = codes + jnp.round(qt.zero_point / qt.scale)  # zp = zq * S with zq an integer: recovered exactly
+  return codes, qt.scale
+
+
 def dequantize(qt: QTensor) -> jax.Array:
   """float32 array of the original shape: q*S (+ zp); NVFP4: q * (S_b * S_t)."""
   scale = qt.scale if qt.tensor_scale is None else qt.scale * qt.tensor_scale
