@@ -33,6 +33,7 @@ from int4jax.quant import numerics as quant
 from int4jax.quant import sparsity
 from int4jax.quant.policy import QuantPolicy
 
+
 def exact_factorizable(spec) -> bool:
   """Whether a quantizer's scale is constant along the GEMM's reduction axis (see `exact_quantized_matmul`)."""
   return spec is not None and spec.format == "int" and spec.granularity != "group"
