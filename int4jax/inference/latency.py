@@ -12,9 +12,10 @@ Paths (BERT encoder, random weights, no padding mask, batch x seq grid):
 
 Timing, after warm-up, every path the same way:
   device_ms  device-side: CUPTI's time of every GPU kernel the call launched, summed, mean over `runs` calls (the
-             Mosaic GPU profiler's CUPTI hook, process-wide, so torch's kernels are timed by the same clock); the
-             targets are judged on it. Split by kernel name into GEMM / attention / other (`kernel_category`):
-             the share of time in GEMMs vs the rest, and the heaviest kernels, are in the JSON.
+             Mosaic GPU profiler's CUPTI hook; it records the whole process, so torch's kernels should be timed by
+             the same clock, which no GPU run has exercised yet: the torch cells were cut by the time budget so
+             far); the targets are judged on it. Split by kernel name into GEMM / attention / quantize / other
+             (`kernel_category`): the share of time in GEMMs vs the rest, and the heaviest kernels, are in the JSON.
   wall_ms    wall clock around one call followed by `jax.block_until_ready` (torch: `torch.cuda.synchronize`),
              median of `runs` calls: host dispatch and launch gaps included (as a user sees it).
 """
