@@ -105,12 +105,7 @@ class LMTask:
 
   def __init__(self, model: nn.Module, teacher_model: nn.Module | None = None,
                loss_terms: Sequence[str] = PAPER_GPT2_LOSS_TERMS, weights: LMLossWeights = LMLossWeights()):
-    terms = tuple(loss_terms)
-    unknown = [t for t in terms if t not in LM_LOSS_TERMS]
-    if unknown or not terms:
-      raise ValueError(f"LM loss terms {list(terms)}: unknown {unknown}; choose from {LM_LOSS_TERMS}")
-    if teacher_model is None and set(terms) != {"gt"}:
-      raise ValueError(f"loss terms {list(terms)} need a teacher (--teacher); without one only 'gt' applies")
+    terms = distill.validate_loss_terms(loss_terms, has_teacher=teacher_model is not None, known=LM_LOSS_TERMS)
     self.model, self.teacher_model = model, teacher_model
     self.loss_terms, self.weights = terms, weights
     self.taps = Taps(hidden_states="rep" in terms, attention_scores="att" in terms)
@@ -282,28 +277,6 @@ class LMRunConfig(base.RunConfig):
   @property
   def pretrained(self) -> bool:
     return os.path.isdir(self.model) or gguf.is_gguf(self.model)
-
-
-class TimeBudgetExceeded(Exception):
-  pass
-
-
-class _Deadline:
-  """BatchSource wrapper that stops training once --time_budget_s has passed (best/ stays as the result)."""
-
-  def __init__(self, source, deadline: float):
-    self.source, self.deadline = source, deadline
-    self.num_examples = source.num_examples
-    self.stopped_at: int | None = None
-
-  def position(self, step):
-    return self.source.position(step)
-
-  def batch_at(self, step):
-    if time.time() > self.deadline:
-      self.stopped_at = step
-      raise TimeBudgetExceeded(step)
-    return self.source.batch_at(step)
 
 
 @dataclasses.dataclass
@@ -483,12 +456,12 @@ def run(cfg: LMRunConfig, argv: Sequence[str] | None = None, *, overwrite: bool 
   run_info = {"config": dict(run_config_section(cfg), model_config=model_config, kd_losses=list(plan.loss_terms)),
               "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv),
               "runtime_keys": cfg.RUNTIME_KEYS}
-  train_src = source if cfg.time_budget_s is None else _Deadline(source, t0 + cfg.time_budget_s)
+  train_src = source if cfg.time_budget_s is None else train.Deadline(source, t0 + cfg.time_budget_s)
   stopped_at = None
   try:
     summary = train.train_and_evaluate(task, params, teacher_params, train_src, lambda: valid.batches(
         cfg.eval_batch_size), tcfg, cfg.workdir, run_info, max_steps_this_run=cfg.max_steps_this_run)
-  except TimeBudgetExceeded as e:
+  except train.TimeBudgetExceeded as e:
     stopped_at = int(e.args[0])
     print(f"--time_budget_s={cfg.time_budget_s} reached: stopped at step {stopped_at} of {steps}; "
           "evaluating the best checkpoint so far", flush=True)

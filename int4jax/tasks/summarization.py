@@ -146,12 +146,7 @@ class Seq2SeqTask:
 
   def __init__(self, model: bart.BartForConditionalGeneration, teacher_model=None,
                loss_terms: Sequence[str] = ("gt",), encoder_layer_map=None, decoder_layer_map=None):
-    terms = tuple(loss_terms)
-    unknown = [t for t in terms if t not in LOSS_TERMS]
-    if unknown or not terms:
-      raise ValueError(f"loss terms {list(terms)}: unknown {unknown}; choose from {LOSS_TERMS}")
-    if teacher_model is None and set(terms) != {"gt"}:
-      raise ValueError(f"loss terms {list(terms)} need a teacher (--teacher); without one only 'gt' applies")
+    terms = distill.validate_loss_terms(loss_terms, has_teacher=teacher_model is not None, known=LOSS_TERMS)
     self.model, self.teacher_model, self.loss_terms = model, teacher_model, terms
     self.encoder_layer_map, self.decoder_layer_map = encoder_layer_map, decoder_layer_map
     self.taps = Taps(hidden_states="rep" in terms, attention_scores="att" in terms)
@@ -430,32 +425,6 @@ def score_predictions(predictions: Sequence[str], references: Sequence[str]) -> 
 # The run
 
 
-class _Deadline:
-  """BatchSource wrapper that stops training at the first step after the time budget (deadline None: never), once
-  an evaluation has saved best/ (the result): a budget shorter than start-up + compilation still ends with a
-  checkpoint to evaluate. `second_batch_at`: when the second batch of this run was asked for, i.e. after the first
-  step's compilation (or compile-cache read)."""
-
-  def __init__(self, source, deadline: float | None, best_dir: str):
-    self.source, self.deadline, self.best_dir, self.num_examples = source, deadline, best_dir, source.num_examples
-    self.calls, self.second_batch_at = 0, None
-
-  def position(self, step):
-    return self.source.position(step)
-
-  def batch_at(self, step):
-    self.calls += 1
-    if self.calls == 2:
-      self.second_batch_at = time.time()
-    if self.deadline is not None and time.time() > self.deadline and checkpoint.latest_step(self.best_dir) is not None:
-      raise _BudgetSpent(step)
-    return self.source.batch_at(step)
-
-
-class _BudgetSpent(Exception):
-  pass
-
-
 def _initial_params(cfg, plan, model):
   if cfg.teacher or cfg.starts_from_run:
     _, params, _ = restore_run(cfg.teacher or cfg.model, policy=None)
@@ -514,14 +483,14 @@ def run(cfg: SummarizationRunConfig, argv: Sequence[str] | None = None, *, overw
   run_info = {"config": dict(cfg.run_section(TASK_KIND), model_config=model_config, kd_losses=list(plan.loss_terms)),
               "metadata": meta, "policy_json": plan.policy.to_json(), "argv": list(argv or sys.argv),
               "runtime_keys": cfg.RUNTIME_KEYS, "git_commit": git_commit}
-  train_src = _Deadline(source, None if cfg.time_budget_s is None else t0 + cfg.time_budget_s,
-                        rundir.RunDir(cfg.workdir).best_dir)
+  train_src = train.Deadline(source, None if cfg.time_budget_s is None else t0 + cfg.time_budget_s,
+                             rundir.RunDir(cfg.workdir).best_dir)
   stopped_at = None
   try:
     summary = train.train_and_evaluate(task, params, teacher_params, train_src,
                                        lambda: eval_batches(heldout, cfg.eval_batch_size), tcfg, cfg.workdir,
                                        run_info, max_steps_this_run=cfg.max_steps_this_run)
-  except _BudgetSpent as e:
+  except train.TimeBudgetExceeded as e:
     stopped_at = int(e.args[0])
     print(f"--time_budget_s={cfg.time_budget_s} reached at step {stopped_at} of {steps}", flush=True)
     summary = {"step": stopped_at, "wall_time_s": time.time() - t0}

@@ -86,13 +86,16 @@ def ground_truth_loss(logits, labels, *, is_regression: bool):
   return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1))
 
 
-def validate_loss_terms(terms: Sequence[str], *, has_teacher: bool) -> tuple[str, ...]:
+def validate_loss_terms(terms: Sequence[str], *, has_teacher: bool,
+                        known: Sequence[str] = LOSS_TERMS) -> tuple[str, ...]:
+  """`terms` as a tuple; ValueError for an empty list, a term not in `known`, or KD terms without a teacher.
+  Shared by every task (GLUE, LM and summarization name the same four terms)."""
   terms = tuple(terms)
-  unknown = [t for t in terms if t not in LOSS_TERMS]
+  unknown = [t for t in terms if t not in known]
   if unknown or not terms:
-    raise ValueError(f"KD loss terms {list(terms)}: unknown {unknown}; choose from {LOSS_TERMS}")
+    raise ValueError(f"KD loss terms {list(terms)}: unknown {unknown}; choose from {tuple(known)}")
   if not has_teacher and set(terms) != {"gt"}:
-    raise ValueError(f"loss terms {list(terms)} need a teacher; without one only 'gt' applies")
+    raise ValueError(f"loss terms {list(terms)} need a teacher (--teacher); without one only 'gt' applies")
   return terms
 
 

@@ -91,6 +91,35 @@ class BatchSource(Protocol):
     """The global batch for this global step."""
 
 
+class TimeBudgetExceeded(Exception):
+  """Raised by `Deadline.batch_at` with the step at which the time budget stopped training."""
+
+
+class Deadline:
+  """BatchSource wrapper for a training time budget (compilation included): asked for a batch after `deadline`
+  (None: never), it raises TimeBudgetExceeded(step) and records `stopped_at`. With `best_dir`, only once an
+  evaluation has saved a checkpoint there, so a budget shorter than start-up + compilation still ends with a
+  result to evaluate; without it, at the first step past the deadline. `second_batch_at`: when the second batch
+  was asked for, i.e. after the first step's compilation (or compile-cache read)."""
+
+  def __init__(self, source, deadline: float | None, best_dir: str | None = None):
+    self.source, self.deadline, self.best_dir, self.num_examples = source, deadline, best_dir, source.num_examples
+    self.calls, self.second_batch_at, self.stopped_at = 0, None, None
+
+  def position(self, step):
+    return self.source.position(step)
+
+  def batch_at(self, step):
+    self.calls += 1
+    if self.calls == 2:
+      self.second_batch_at = time.time()
+    if (self.deadline is not None and time.time() > self.deadline
+        and (self.best_dir is None or checkpoint.latest_step(self.best_dir) is not None)):
+      self.stopped_at = step
+      raise TimeBudgetExceeded(step)
+    return self.source.batch_at(step)
+
+
 class TrainTask(Protocol):
   metric_name: str
   higher_is_better: bool
