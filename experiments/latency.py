@@ -3,6 +3,7 @@
     python -m experiments.latency --out=results/latency                  # full grid, BERT-base and -large
     python -m experiments.latency --out=/tmp/lat --smoke                  # tiny model, one grid point (CPU check)
     python -m experiments.latency --from_json=results/latency/NVIDIA_H200.json --out=results/latency  # re-render
+    python -m experiments.latency --from_json=old.json,new.json --out=results/latency  # per model, the newest run
 
 Writes <out>/<device>.json (every cell, with its status), <device>.md (table, speedups) and <device>.png (plot).
 """
@@ -24,7 +25,8 @@ flags.DEFINE_integer("runs", 30, "Timed calls per cell (wall: median; device: CU
 flags.DEFINE_integer("warmup", 3, "Untimed calls per cell after the first (compiling) one.")
 flags.DEFINE_float("budget_s", 330.0, "Cells starting after this many seconds are skipped (and listed).")
 flags.DEFINE_bool("smoke", False, "Tiny BERT (hidden 128, 2 layers) at 1x128, for a CPU check of the pipeline.")
-flags.DEFINE_string("from_json", None, "Re-render the markdown and plot of an earlier run's JSON.")
+flags.DEFINE_list("from_json", None, "Re-render the markdown and plot of earlier runs' JSON; with several, each "
+                  "model's rows come from the last run that measured it (latency.merge).")
 flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .git (a copy sent to a GPU machine).")
 
 
@@ -43,8 +45,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   from int4jax.inference import latency  # pylint: disable=g-import-not-at-top
   if FLAGS.from_json:
-    with open(FLAGS.from_json) as f:
-      result = json.load(f)
+    loaded = []
+    for path in FLAGS.from_json:
+      with open(path) as f:
+        loaded.append(json.load(f))
+    result = latency.merge(loaded) if len(loaded) > 1 else loaded[0]
   else:
     grid = []
     for g in FLAGS.grid:

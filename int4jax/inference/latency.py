@@ -374,6 +374,27 @@ def speedups(rows: list[dict]) -> list[dict]:
   return out
 
 
+def merge(results: list[dict]) -> dict:
+  """One table from several runs on the same device, a model at a time: each model's rows come from the last run
+  that measured any cell of it, so every ratio in the table is between cells of one run (one process, one machine
+  state). info["sources"] says which run (command, commit) each model's rows come from."""
+  if not results:
+    raise ValueError("merge needs at least one latency result")
+  devices = sorted({r["info"]["device"] for r in results})
+  if len(devices) > 1:
+    raise ValueError(f"latency results from different devices cannot share a table: {devices}")
+  chosen = {}
+  for res in results:
+    for model in dict.fromkeys(r["model"] for r in res["rows"]):
+      if any(r["model"] == model and r["status"] == "ok" for r in res["rows"]) or model not in chosen:
+        chosen[model] = res
+  info = dict(results[-1]["info"])
+  info["sources"] = {m: {"command": res["info"].get("command", ""), "commit": res["info"].get("commit", "")}
+                     for m, res in chosen.items()}
+  rows = [r for m, res in chosen.items() for r in res["rows"] if r["model"] == m]
+  return {"info": info, "rows": rows}
+
+
 def markdown(result: dict, command: str = "", commit: str = "") -> str:
   info, rows = result["info"], speedups(result["rows"])
   paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
@@ -383,7 +404,11 @@ def markdown(result: dict, command: str = "", commit: str = "") -> str:
            "mask. ms (speedup vs jax_bf16).", ""]
   cell = {(r["model"], r["batch"], r["seq"], r["path"]): r for r in rows}
   for model in dict.fromkeys(r["model"] for r in rows):
-    lines += [f"## {model}", "", "| batch x seq | " + " | ".join(paths) + " |", "|---" * (len(paths) + 1) + "|"]
+    lines += [f"## {model}", ""]
+    source = info.get("sources", {}).get(model)
+    if source:
+      lines += [f"Measured by `{source['command']}` at commit {source['commit']}.", ""]
+    lines += ["| batch x seq | " + " | ".join(paths) + " |", "|---" * (len(paths) + 1) + "|"]
     for b, s in dict.fromkeys((r["batch"], r["seq"]) for r in rows if r["model"] == model):
       cells = []
       for p in paths:

@@ -4,7 +4,8 @@
 # (latency cells that would start after LATENCY_BUDGET_S seconds are skipped and listed as such).
 #
 #   OUT=/tmp/out GIT_COMMIT=<sha> PYTHONPATH=. bash results/scripts/latency_gpu.sh   # on the GPU machine
-#   (ENGINE_CHECK=0 skips the numerics check; LATENCY_BUDGET_S caps the latency cells, default 200)
+#   (ENGINE_CHECK=0 skips the numerics check; LATENCY_BUDGET_S caps the latency cells, default 200; MODELS picks
+#   the presets, default bert_large,bert_base; merge runs per model with --from_json=old.json,new.json)
 #   OUT=/tmp/out SMOKE=1 PYTHONPATH=. bash results/scripts/latency_gpu.sh  # CPU proof: tiny model, one grid point
 #
 # Writes $OUT/engine_gpu.tar: latency/<device>.{json,md,png}, engine_check.json, logs. Then, on the dev machine:
@@ -30,7 +31,7 @@ else
   if [[ "${ENGINE_CHECK:-1}" == "1" ]]; then
     "$PY" -m experiments.engine_check --size=medium --out="$WORK/engine_check.json" 2>&1 | tee "$WORK/engine_check.log"
   fi
-  "$PY" -m experiments.latency --out="$WORK/latency" --models=bert_large,bert_base --git_commit="${GIT_COMMIT:-unknown}" \
+  "$PY" -m experiments.latency --out="$WORK/latency" --models="${MODELS:-bert_large,bert_base}" --git_commit="${GIT_COMMIT:-unknown}" \
     --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log"
 fi
 echo "elapsed $(( $(date +%s) - start )) s" | tee "$WORK/elapsed.txt"

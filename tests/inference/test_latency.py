@@ -72,6 +72,29 @@ def test_targets_are_computed_from_the_numbers():
   assert "within 5% of plain JAX bf16 at every point: met" in text
 
 
+def test_merge_takes_each_model_whole_from_its_newest_measuring_run():
+  def res(commit, rows, device="NVIDIA H200"):
+    return {"info": {"device": device, "command": f"cmd {commit}", "commit": commit, "jax": "0.11.2",
+                     "torch": "absent", "timing": "CUPTI", "runs": 30, "warmup": 3},
+            "rows": [{"model": m, "batch": 32, "seq": 512, "path": p, "status": st, "median_ms": ms}
+                     for m, p, st, ms in rows]}
+  old = res("a", [("bert_large", "jax_bf16", "ok", 20.0), ("bert_large", "xla_int8", "skipped: time budget", None),
+                  ("bert_base", "jax_bf16", "ok", 7.0)])
+  new = res("b", [("bert_large", "jax_bf16", "ok", 21.0), ("bert_large", "xla_int8", "ok", 30.0),
+                  ("bert_base", "jax_bf16", "skipped: time budget", None)])
+  merged = latency.merge([old, new])
+  got = {(r["model"], r["path"]): (r["status"], r.get("median_ms")) for r in merged["rows"]}
+  # bert_large from the newer run (both cells, so its ratios stay within one run); bert_base from the older run,
+  # since the newer one measured nothing of it.
+  assert got == {("bert_large", "jax_bf16"): ("ok", 21.0), ("bert_large", "xla_int8"): ("ok", 30.0),
+                 ("bert_base", "jax_bf16"): ("ok", 7.0)}
+  assert merged["info"]["sources"] == {"bert_large": {"command": "cmd b", "commit": "b"},
+                                       "bert_base": {"command": "cmd a", "commit": "a"}}
+  assert "at commit b" in latency.markdown(merged)
+  with pytest.raises(ValueError, match="different devices"):
+    latency.merge([old, res("c", [], device="NVIDIA H100")])
+
+
 def test_xla_quantize_variant_computes_the_same_engine():
   """int4jax_w4a4_xlaq changes only who runs quantize_rows (XLA instead of the Pallas kernel): the same codes and
   scales, so the same logits up to f32 summation order in the LayerNorm."""
