@@ -40,6 +40,18 @@ def _commit() -> str:
     return "unknown"
 
 
+def _write_json(result: dict, out: str) -> str:
+  """Writes <out>/<device>.json atomically (with speedups); returns the path without extension."""
+  from int4jax.inference import latency  # pylint: disable=g-import-not-at-top
+  result["rows"] = latency.speedups(result["rows"])
+  os.makedirs(out, exist_ok=True)
+  base = os.path.join(out, result["info"]["device"].replace(" ", "_"))
+  with open(base + ".json.tmp", "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(base + ".json.tmp", base + ".json")
+  return base
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -72,15 +84,13 @@ def main(argv):
                                   budget_s=FLAGS.budget_s,
                                   config_overrides=dict(hidden_size=128, num_layers=2, num_heads=2,
                                                         intermediate_size=256, vocab_size=1000))
-    result = latency.run(settings)
-    result["info"]["command"] = "python -m experiments.latency " + " ".join(sys.argv[1:])
-    result["info"]["commit"] = _commit()
-  result["rows"] = latency.speedups(result["rows"])
-  os.makedirs(FLAGS.out, exist_ok=True)
-  name = result["info"]["device"].replace(" ", "_")
-  base = os.path.join(FLAGS.out, name)
-  with open(base + ".json", "w") as f:
-    json.dump(result, f, indent=2)
+    run_info = {"command": "python -m experiments.latency " + " ".join(sys.argv[1:]), "commit": _commit()}
+    os.makedirs(FLAGS.out, exist_ok=True)
+    # Every finished cell is on disk at once: a run stopped from outside keeps what it measured.
+    result = latency.run(settings, on_row=lambda partial: _write_json(dict(partial, info=dict(
+        partial["info"], **run_info)), FLAGS.out))
+    result["info"].update(run_info)
+  base = _write_json(result, FLAGS.out)
   md = latency.markdown(result, result["info"].get("command", ""), result["info"].get("commit", ""))
   with open(base + ".md", "w") as f:
     f.write(md)

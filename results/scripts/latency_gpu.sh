@@ -5,7 +5,9 @@
 #
 #   OUT=/tmp/out GIT_COMMIT=<sha> PYTHONPATH=. bash results/scripts/latency_gpu.sh   # on the GPU machine
 #   (ENGINE_CHECK=0 skips the numerics check; LATENCY_BUDGET_S caps the latency cells, default 200; MODELS picks
-#   the presets, default bert_large,bert_base; merge runs per model with --from_json=old.json,new.json)
+#   the presets, default bert_large,bert_base; GRID / PATHS narrow the grid and paths (experiments.latency flags);
+#   LATENCY_TIMEOUT_S kills the latency process, which has written every finished cell by then; merge runs per
+#   model with --from_json=old.json,new.json)
 #   OUT=/tmp/out SMOKE=1 PYTHONPATH=. bash results/scripts/latency_gpu.sh  # CPU proof: tiny model, one grid point
 #
 # Writes $OUT/engine_gpu.tar: latency/<device>.{json,md,png}, engine_check.json, logs. Then, on the dev machine:
@@ -31,8 +33,11 @@ else
   if [[ "${ENGINE_CHECK:-1}" == "1" ]]; then
     "$PY" -m experiments.engine_check --size=medium --out="$WORK/engine_check.json" 2>&1 | tee "$WORK/engine_check.log"
   fi
-  "$PY" -m experiments.latency --out="$WORK/latency" --models="${MODELS:-bert_large,bert_base}" --git_commit="${GIT_COMMIT:-unknown}" \
-    --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log"
+  # LATENCY_TIMEOUT_S stops the process from outside; every finished cell is already in its JSON.
+  timeout -k 5 "${LATENCY_TIMEOUT_S:-3000}" "$PY" -m experiments.latency --out="$WORK/latency" \
+    --models="${MODELS:-bert_large,bert_base}" ${GRID:+--grid=$GRID} ${PATHS:+--paths=$PATHS} \
+    --git_commit="${GIT_COMMIT:-unknown}" --budget_s="${LATENCY_BUDGET_S:-200}" 2>&1 | tee "$WORK/latency.log" \
+    || echo "latency process stopped (rc $?): its JSON holds the cells finished before" | tee -a "$WORK/latency.log"
 fi
 echo "elapsed $(( $(date +%s) - start )) s" | tee "$WORK/elapsed.txt"
 tar -C "$WORK" -cf "$OUT/engine_gpu.tar" .

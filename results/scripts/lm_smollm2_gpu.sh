@@ -23,6 +23,14 @@ if [ "${SMOKE:-0}" = 1 ]; then
   DATA=$R/data
   : ${BLOCK:=64} ${BS:=4} ${T_STEPS:=4} ${S_STEPS:=4} ${EVAL:=2} ${TA:=1500} ${TB:=1500} ${AN_BATCHES:=2} ${DTYPE:=float32}
   SCRATCH_MODEL="--model=llama_tiny --n_positions=512"
+elif [ "${ONLY_SCRATCH:-0}" = 1 ]; then
+  # ONLY_SCRATCH=1: the scratch-trained pair alone (scratch_fp, scratch_w4a4 and their analysis), for a run whose
+  # pretrained half is already measured; needs only SmolLM2's tokenizer (TOKENIZER_DIR), not the weights.
+  W=${TOKENIZER_DIR:-.carry_smol/smollm2}
+  [ -f $W/tokenizer.json ] || { echo "ONLY_SCRATCH=1: no tokenizer.json in $W (set TOKENIZER_DIR)"; exit 1; }
+  : ${BLOCK:=512} ${BS:=8} ${T_STEPS:=300} ${S_STEPS:=300} ${EVAL:=50} ${TA:=120} ${TB:=130} ${AN_BATCHES:=8}
+  : ${DTYPE:=bfloat16}
+  SCRATCH_MODEL="--model=smollm2_135m"
 else
   # The qblocks checkpoint: every file of .carry_smol/smollm2 (call 2) plus part 0, carried by call 1 into
   # /tmp/smollm2 (or still in .carry_smol_p0/); assembled here by symlinks, checked against the index's sha256.
@@ -64,8 +72,9 @@ run() {  # name timeout args...; a run whose results.json exists is kept (re-run
   echo "$name rc=$? at $(( $(date +%s) - T0 ))s: $(grep -a 'RESULT\|Error' $R/$name.log | tail -1)"
 }
 BG="&"; [ "${SEQUENTIAL:-0}" = 1 ] && BG=""   # SEQUENTIAL=1: one run at a time (small-memory CPU machines)
-eval run zs $(( TA + 90 )) --model=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 $BG
-eval run fp $(( TA + 90 )) --model=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
+PRE=1; [ "${ONLY_SCRATCH:-0}" = 1 ] && PRE=0   # PRE=0: no pretrained runs (ONLY_SCRATCH)
+[ $PRE = 1 ] && eval run zs $(( TA + 90 )) --model=$W --bits=fp32 --num_train_steps=1 --warmup_steps=0 --learning_rate=1e-9 $BG
+[ $PRE = 1 ] && eval run fp $(( TA + 90 )) --model=$W --bits=fp32 --learning_rate=${T_LR:-3e-5} --num_train_steps=$T_STEPS \
   --warmup_steps=$(( T_STEPS / 10 )) --time_budget_s=$TA $BG
 # SKIP_SCRATCH=1: leave out the scratch-trained pair (a re-run on the same warm machine that only finishes the rest).
 [ "${SKIP_SCRATCH:-0}" = 1 ] || eval run scratch_fp $(( TA + 90 )) $SCRATCH_MODEL --bits=fp32 --learning_rate=${SCRATCH_LR:-1e-3} \
@@ -76,12 +85,13 @@ for cfg in "w4a16 fp --bits=w4a16" "w4a8 fp --bits=w4a8" "w4a4 fp --bits=w4a4" "
            "scratch_w4a4 scratch_fp --bits=w4a4"; do
   set -- $cfg; name=$1; teacher=$2; shift 2
   [ "${SKIP_SCRATCH:-0}" = 1 ] && [ $teacher = scratch_fp ] && continue
+  [ $PRE = 0 ] && [ $teacher = fp ] && continue
   eval run $name $(( TB + 90 )) $S --teacher=$R/$teacher "$@" $BG
 done
 wait; echo "phase B done at $(( $(date +%s) - T0 ))s"
 unset XLA_PYTHON_CLIENT_PREALLOCATE
 mkdir -p $R/an $R/an_scratch
-eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,sensitivity,act_range --output_dir=$R/an \
+[ $PRE = 1 ] && eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,sensitivity,act_range --output_dir=$R/an \
   --runs=fp=$R/fp,w4a16=$R/w4a16,w4a8=$R/w4a8,w4a4_sym=$R/w4a4,w4a4_asym=$R/w4a4_asym \
   --act_range_runs=fp,w4a4_sym,w4a4_asym --num_batches=$AN_BATCHES > $R/analysis.log 2>&1 $BG
 [ "${SKIP_SCRATCH:-0}" = 1 ] || eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,act_range --output_dir=$R/an_scratch \
