@@ -85,7 +85,8 @@ def define_flags() -> None:
   flags.DEFINE_string("sparsity", None, "N:M sparsity of the student's quantized weights along K, N kept of M: "
                       "2:4 (50%), 1:4 (75%); optionally scoped, e.g. 2:4@ffn (scopes: all, ffn, attn, a GEMM type).")
   flags.DEFINE_enum("prune", None, ["static", "movement"], "Masks from the teacher's |W| (fixed) or movement "
-                    "pruning.")
+                    "pruning (starts from the same magnitude mask, scores W^2/2 that follow the optimizer's steps, "
+                    "mask recomputed every --mask_update_every steps; int4jax/quant/sparsity.py).")
   flags.DEFINE_enum("order", None, ["pq", "qp"], "pq: prune then quantize (scales of the pruned weight); qp: "
                     "quantize then prune.")
   flags.DEFINE_integer("mask_update_every", None, "Movement pruning: steps between mask recomputations "

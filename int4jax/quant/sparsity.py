@@ -12,15 +12,29 @@ Masks keep exactly N per group; ties go to the lower index (a stable sort), so t
 
 Masks. "static": computed once from |W| of the initial (= teacher) weights and fixed for the run; the pruned
 master weights are set to zero and stay zero (their gradient is masked, and `after_update` re-applies the mask).
-"movement" (Sanh et al. 2020, hard movement pruning): a score S per weight accumulates S <- S - W * dL/dW' after
-every step (W' the effective weight), starting at 0; the mask starts from |W| like the static one and is
+"movement" (Sanh et al. 2020, hard movement pruning, anchored at the magnitude): a score S per weight, the mask
 recomputed as top-N of S per group every `update_every` steps (after steps k*update_every), never in between.
+  S_0 = W_0^2 / 2,   S <- S + W * (W_new - W)   (W the kernel before the optimizer step, W_new after it).
+Why this form. Sanh et al.'s score accumulates -W * dL/dW' per step, scaled by a score learning rate: "weights
+moving away from zero are kept". With an SGD step W_new - W = -lr * dL/dW' our increment is exactly that score step
+at the weights' own learning rate; with Adam(W) it is the movement the optimizer actually made, so the increment
+and S always share the units of W^2 (no extra learning rate, whatever the optimizer). Summed, the increments are
+the change of W^2/2 (S_t = W_t^2/2 - sum of (W_new - W)^2/2), so S_0 = W_0^2/2 is the score a weight would have
+collected moving from 0 to W_0: the first mask is the magnitude (static) mask, and a kept weight loses its place
+only when the training actually moves it toward zero, below a pruned group-mate that grew (pruned weights keep
+training under the straight-through mask below). Put plainly, a movement mask ranks the current dense master
+weights by W_t^2 less the sum of their squared steps. Scores that started at 0 (our first version) collapsed GLUE
+students to the majority class (results/composability.md): near the teacher's optimum a kept weight's -W * dL/dW is
+noise with a spread proportional to |W|, about half of it negative, while the pruned small weights stay near 0, so
+the first recompute swapped out many of the largest weights at once. Sanh et al.'s gains from movement are at high
+sparsity; 2:4 keeps half the weights, where the magnitude mask is the strong start, and the anchor keeps movement
+from throwing it away before the training has moved anything.
 
 Straight-through convention. Fake quantization keeps its STE (numerics.fake_quant). For the mask:
   static:   W' = M * W, so dL/dW = M * dL/dW' (pruned weights get no gradient and stay zero).
   movement: W' = W + stop_gradient(M * W - W): the forward value is exactly M * W, the gradient is the dense
             dL/dW' (a straight-through mask), so pruned weights keep learning and can come back when their score
-            rises; that dense gradient is also what the movement score accumulates.
+            rises; the optimizer's step on that dense gradient is what the movement score accumulates.
 
 Orders (one `order` per rule), with Q the weight's fake quantizer and M the mask:
   "pq" (P=>Q): W' = Q(M * W): prune first; the quantization scales are those of the pruned weight.
@@ -185,9 +199,16 @@ def layer_specs(init_fn: Callable[[], Any]) -> dict[str, SparsitySpec]:
   return found
 
 
+def initial_score(kernel: jax.Array) -> jax.Array:
+  """Movement score of a kernel at the start of pruning: W^2 / 2 (module docstring: the units of the increments,
+  and top-N of it is the magnitude mask)."""
+  kernel = jnp.asarray(kernel, jnp.float32)
+  return 0.5 * kernel * kernel
+
+
 def init_state(params: dict, specs: dict[str, SparsitySpec]) -> dict:
-  """Adds (or overwrites) each sparse layer's mask from |kernel|, zero movement scores, and zeroes the pruned
-  kernel entries of static layers. `params` may come from a dense teacher (no mask leaves yet)."""
+  """Adds (or overwrites) each sparse layer's mask from |kernel|, movement scores `initial_score(kernel)`, and
+  zeroes the pruned kernel entries of static layers. `params` may come from a dense teacher (no mask leaves yet)."""
   for path, spec in specs.items():
     layer = dict(_get(params, path))
     kernel = jnp.asarray(layer[KERNEL], jnp.float32)
@@ -195,7 +216,7 @@ def init_state(params: dict, specs: dict[str, SparsitySpec]) -> dict:
     mask = magnitude_mask(kernel, spec)
     layer[MASK] = mask
     if spec.method == "movement":
-      layer[SCORE] = jnp.zeros_like(kernel)
+      layer[SCORE] = initial_score(kernel)
     else:
       layer[KERNEL] = kernel * mask
       layer.pop(SCORE, None)
@@ -208,16 +229,20 @@ def after_update(old_params: dict, new_params: dict, grads: dict, step: jax.Arra
   """The sparse layers' state after optimizer step `step` (0-based): masks and scores are never the optimizer's.
 
   static: mask unchanged; kernel <- M * kernel (a no-op in exact arithmetic, kept as the invariant's guard).
-  movement: S <- S - W * dL/dW (W the pre-update kernel, dL/dW the dense straight-through gradient); the mask
-            becomes top-N of S per group after steps update_every, 2*update_every, ... and is unchanged otherwise.
+  movement: S <- S + W * (W_new - W) (W the pre-update kernel, W_new the optimizer's; module docstring: with SGD
+            this is -lr * W * dL/dW, Sanh et al.'s score step); the mask becomes top-N of S per group after steps
+            update_every, 2*update_every, ... and is unchanged otherwise. `grads` is part of the train loop's
+            hook signature; the optimizer's step already holds what the score needs.
   """
+  del grads
   for path, spec in specs.items():
-    old, layer, g = _get(old_params, path), dict(_get(new_params, path)), _get(grads, path)
+    old, layer = _get(old_params, path), dict(_get(new_params, path))
     if spec.method == "static":
       layer[MASK] = old[MASK]
       layer[KERNEL] = layer[KERNEL] * old[MASK].astype(layer[KERNEL].dtype)
     else:
-      score = old[SCORE] - old[KERNEL].astype(jnp.float32) * g[KERNEL].astype(jnp.float32)
+      w = old[KERNEL].astype(jnp.float32)
+      score = old[SCORE] + w * (layer[KERNEL].astype(jnp.float32) - w)
       refresh = (step + 1) % spec.update_every == 0
       layer[SCORE] = score
       layer[MASK] = jnp.where(refresh, nm_mask(score, spec.n, spec.m, axis=0), old[MASK])

@@ -92,7 +92,7 @@ class GlueRunConfig(base.RunConfig):
   max_train_examples: int | None = None    # a prefix of the train split, for quick runs
   # Composability (issue 14): N:M sparsity of the quantized weights, and a layer-reduced student.
   sparsity: str | None = None              # "N:M" or "N:M@scope" (scope: all, ffn, attn, a GEMM type)
-  prune: str = "static"                    # static (|W| of the teacher, fixed) | movement
+  prune: str = "static"                    # static (|W| of the teacher, fixed) | movement (from the same mask)
   order: str = "pq"                        # pq: prune then quantize | qp: quantize then prune
   mask_update_every: int = 100             # movement: steps between mask recomputations
   num_layers: int | None = None            # student encoder layers (None: the teacher's)
