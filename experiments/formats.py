@@ -20,6 +20,14 @@ A GPU setting (all-MiniLM-L6-v2, SST-2 subsample + MRPC; results/formats.md come
 `--from_runs` only writes the table from a runs JSON written by `--runs_json` (e.g. on a machine without matplotlib).
 `--collect_only` writes that JSON from run directories trained elsewhere under the same names (results/scripts/
 minilm_gpu.sh trains them in one queue with the other MiniLM studies).
+
+The decoder side (GPT-2 on PTB; results/scripts/formats_lm_gpu.sh trains it with `python -m experiments.lm`):
+`--lm_collect=<folder of LM run directories>` writes that setting's LM runs JSON (`--runs_json`, nothing else), and
+`--lm_runs=<that JSON>` puts its rows beside the GLUE ones. Without `--from_runs` the GLUE part is read from
+`<--results>.json` itself, so the LM rows are added to the committed results in place; LM settings already there
+and not in `--lm_runs` are kept (a later SmolLM2 run adds its column beside GPT-2's):
+
+    python -m experiments.formats --lm_runs=formats_lm_runs.json --results=results/formats
 """
 from __future__ import annotations
 
@@ -57,6 +65,11 @@ flags.DEFINE_string("workdir", "runs/formats", "Parent of the run directories an
 flags.DEFINE_string("results", "results/formats", "Output prefix of .md/.json/.png; empty: do not write them.")
 flags.DEFINE_string("runs_json", None, "Also write the collected run records here (input of --from_runs).")
 flags.DEFINE_string("from_runs", None, "Only write the results from this runs JSON (no training).")
+flags.DEFINE_list("lm_runs", [], "LM runs JSONs (written by --lm_collect) to tabulate beside the GLUE runs (no "
+                  "training); without --from_runs the GLUE part comes from <--results>.json.")
+flags.DEFINE_string("lm_collect", None, "No training: read the experiments.lm run directories under this folder "
+                    "(one --lm_setting: an FP32 teacher and its --formats x --seeds students) and write --runs_json.")
+flags.DEFINE_string("lm_setting", "ptb_gpt2", "Name of the LM setting --lm_collect reads (its table column).")
 flags.DEFINE_bool("collect_only", False, "No training: read the run directories under --workdir (named as this "
                   "command would name them) and write --runs_json / --results.")
 flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .git.")
@@ -173,21 +186,106 @@ def default_setup(seeds: list[int]) -> str:
           f"steps each; seeds {seeds}; train examples: {FLAGS.max_train_examples or 'all'}.")
 
 
+def _load_json(path: str, flag: str) -> dict:
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise app.UsageError(f"--{flag}={path}: no such file") from None
+  except json.JSONDecodeError as e:
+    raise app.UsageError(f"--{flag}={path} is not JSON: {e}") from None
+  if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+    raise app.UsageError(f"--{flag}={path} has no \"runs\" list: not a runs JSON of experiments.formats")
+  return data
+
+
+def _flag_meta() -> dict:
+  """--gpu / --setup, where given: they describe the runs this command reads."""
+  return {k: v for k, v in (("gpu", FLAGS.gpu), ("setup", FLAGS.setup)) if v}
+
+
+def read_lm_runs(paths: list[str]) -> dict | None:
+  """--lm_runs files -> the LM part of the results ({"meta": {setting: meta}, "runs": records}), or None."""
+  lm = None
+  for path in paths:
+    data = _load_json(path, "lm_runs")
+    if any("setting" not in r for r in data["runs"]):
+      raise app.UsageError(f"--lm_runs={path} holds records without a \"setting\": not an LM runs JSON "
+                           "(--lm_collect writes those; GLUE runs JSONs go to --from_runs)")
+    settings = list(dict.fromkeys(r["setting"] for r in data["runs"]))
+    lm = format_zoo.merge_lm(lm, {"meta": {s: data.get("meta", {}) for s in settings}, "runs": data["runs"]})
+  return lm
+
+
+def _existing_results(prefix: str) -> dict:
+  """The results JSON about to be rewritten ({} if none): the part this command does not replace is kept."""
+  if not os.path.isfile(prefix + ".json"):
+    return {}
+  with open(prefix + ".json") as f:
+    return json.load(f)
+
+
+def write_tables(prefix: str, runs: list[dict], meta: dict, lm_new: dict | None, existing: dict) -> None:
+  """<prefix>.json/.md/.png from the GLUE records and the LM part: `lm_new`'s settings over the existing file's."""
+  try:
+    paths = format_zoo.write_results(runs, prefix, meta, lm=format_zoo.merge_lm(existing.get("lm"), lm_new))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  for p in paths:
+    print(f"wrote {p}")
+
+
+def tables_from_runs() -> None:
+  """--from_runs / --lm_runs, no training. The GLUE part: --from_runs, else the existing <--results>.json's."""
+  prefix = FLAGS.results or "results/formats"
+  existing = _existing_results(prefix)
+  if FLAGS.from_runs:
+    data = _load_json(FLAGS.from_runs, "from_runs")
+    if any("setting" in r for r in data["runs"]):
+      raise app.UsageError(f"--from_runs={FLAGS.from_runs} is an LM runs JSON: pass it as --lm_runs")
+    runs, meta = data["runs"], {**data.get("meta", {}), **_flag_meta()}
+  else:
+    runs, meta = existing.get("runs", []), existing.get("meta", {})
+  write_tables(prefix, runs, meta, read_lm_runs(FLAGS.lm_runs), existing)
+
+
+def run_meta(setup: str) -> dict:
+  """What the results say about the command that collected the runs."""
+  return {"setup": setup, "command": " ".join(["python -m experiments.formats"] + sys.argv[1:]), "gpu": FLAGS.gpu,
+          "commit": FLAGS.git_commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def write_runs_json(meta: dict, records: list[dict]) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.runs_json)), exist_ok=True)
+  with open(FLAGS.runs_json, "w") as f:
+    json.dump({"meta": meta, "runs": records}, f, indent=1)
+  print(f"wrote {FLAGS.runs_json}: {sum(r['status'] == 'ok' for r in records)} of {len(records)} runs finished")
+
+
+def collect_lm(students: list[format_zoo.Student], seeds: list[int]) -> None:
+  """--lm_collect: one LM setting's run directories -> its runs JSON (--runs_json), the input of --lm_runs."""
+  if not FLAGS.runs_json:
+    raise app.UsageError("--lm_collect writes --runs_json: pass --runs_json=<path>")
+  if FLAGS.from_runs or FLAGS.lm_runs:
+    raise app.UsageError("--lm_collect only writes --runs_json; tabulate it in a second call with --lm_runs")
+  if not os.path.isdir(FLAGS.lm_collect):
+    raise app.UsageError(f"--lm_collect={FLAGS.lm_collect}: no such folder")
+  records = format_zoo.collect_lm(FLAGS.lm_collect, FLAGS.lm_setting, students, seeds)
+  write_runs_json(run_meta(FLAGS.setup or format_zoo.lm_setup(records)), records)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if FLAGS.from_runs:
-    with open(FLAGS.from_runs) as f:
-      data = json.load(f)
-    meta = {**data.get("meta", {}), **{k: v for k, v in (("gpu", FLAGS.gpu), ("setup", FLAGS.setup)) if v}}
-    for p in format_zoo.write_results(data["runs"], FLAGS.results or "results/formats", meta):
-      print(f"wrote {p}")
-    return
   students = parse_students(FLAGS.formats)
   try:
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError:
     raise app.UsageError(f"--seeds={FLAGS.seeds} must be integers") from None
+  if FLAGS.lm_collect:
+    return collect_lm(students, seeds)
+  if FLAGS.from_runs or FLAGS.lm_runs:
+    return tables_from_runs()
   if FLAGS.jobs < 1:
     raise app.UsageError(f"--jobs={FLAGS.jobs} must be >= 1")
   for task in FLAGS.tasks:
@@ -198,18 +296,11 @@ def main(argv):
   names += [format_zoo.run_name(t, st, s) for t in FLAGS.tasks for st in students for s in seeds]
   records = [{**format_zoo.read_run(os.path.join(os.path.abspath(FLAGS.workdir), n)), "name": n,
               "process": status.get(n)} for n in names]
-  command = " ".join(["python -m experiments.formats"] + sys.argv[1:])
-  meta = {"setup": FLAGS.setup or default_setup(seeds), "command": command, "gpu": FLAGS.gpu,
-          "commit": FLAGS.git_commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-          "wall_s": round(time.time() - t0, 1)}
+  meta = {**run_meta(FLAGS.setup or default_setup(seeds)), "wall_s": round(time.time() - t0, 1)}
   if FLAGS.runs_json:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.runs_json)), exist_ok=True)
-    with open(FLAGS.runs_json, "w") as f:
-      json.dump({"meta": meta, "runs": records}, f, indent=1)
-    print(f"wrote {FLAGS.runs_json}")
+    write_runs_json(meta, records)
   if FLAGS.results:
-    for p in format_zoo.write_results(records, FLAGS.results, meta):
-      print(f"wrote {p}")
+    write_tables(FLAGS.results, records, meta, None, _existing_results(FLAGS.results))
 
 
 if __name__ == "__main__":

@@ -193,16 +193,23 @@ def composability_table(d: dict) -> Rows:
 
 @table("formats", "results/formats.json")
 def formats_table(d: dict) -> Rows:
-  """experiments.formats' summary: best dev accuracy per format, seed mean ± std (n), gap to the teacher."""
+  """experiments.formats' summary: best dev accuracy per format, seed mean ± std (n), gap to the teacher; then, where
+  the JSON has decoder LM settings ("lm"), test perplexity per format and its gap to the teacher (positive: worse)."""
   tasks = list(d["summary"]["tasks"])
-  labels = list(dict.fromkeys(r["label"] for t in tasks for r in d["summary"]["tasks"][t]["rows"]))
+  lm = d.get("lm", {}).get("summary", {}).get("settings", {})
+  labels = list(dict.fromkeys([r["label"] for t in tasks for r in d["summary"]["tasks"][t]["rows"]]
+                              + [r["label"] for s in lm for r in lm[s]["rows"]]))
   rows = [["format"] + [f"{t.upper()} {d['summary']['tasks'][t]['metric']}" for t in tasks]
-          + [f"gap {t.upper()}" for t in tasks]]
+          + [f"gap {t.upper()}" for t in tasks]
+          + [f"{s.upper()} test ppl" for s in lm] + [f"gap {s.upper()}" for s in lm]]
   for label in labels:
     cells = [next((r for r in d["summary"]["tasks"][t]["rows"] if r["label"] == label), None) for t in tasks]
+    lm_cells = [next((r for r in lm[s]["rows"] if r["label"] == label), None) for s in lm]
     rows.append([label] + [_mean_std(c["best"]) if c else "–" for c in cells]
                 + [_num(c["gap_to_teacher"], "+.2f") if c and c["gap_to_teacher"] is not None else "–"
-                   for c in cells])
+                   for c in cells]
+                + [_mean_std(c["test"]) if c and c["test"]["n"] else "–" for c in lm_cells]
+                + [_num(c["gap_to_teacher"]["test"], "+.2f") if c and c["gap_to_teacher"] else "–" for c in lm_cells])
   return rows
 
 

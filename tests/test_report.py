@@ -62,3 +62,17 @@ def test_record_kernel_table_picks_only_exact_passing_paths():
   rows = report.record_kernel_table(d)
   assert rows[1:] == [["W4A4", "3072 × 4096 × 1024", "20.0 µs (mosaic_ws)", "40.0 µs", "25.0 µs", "16.0 µs",
                        "0.80× fp8", "xla_int8 30.0 µs (ours 1.50×)"]]
+
+
+def test_formats_table_adds_lm_settings_beside_glue():
+  stats = lambda mean, n=1: {"mean": mean, "std": None, "n": n, "values": [mean] * n}
+  glue = {"tasks": {"sst2": {"metric": "accuracy", "rows": [
+      {"label": "FP32 teacher", "best": stats(90.0), "gap_to_teacher": None},
+      {"label": "NVFP4", "best": stats(89.0), "gap_to_teacher": -1.0}]}}}
+  lm = {"settings": {"ptb_gpt2": {"rows": [
+      {"label": "FP32 teacher", "test": stats(45.0), "gap_to_teacher": None},
+      {"label": "MXFP4", "test": stats(47.5), "gap_to_teacher": {"valid": 2.0, "test": 2.5}}]}}}
+  rows = report.formats_table({"summary": glue, "lm": {"summary": lm}})
+  assert rows[0] == ["format", "SST2 accuracy", "gap SST2", "PTB_GPT2 test ppl", "gap PTB_GPT2"]
+  assert rows[1:] == [["FP32 teacher", "90.00 (n=1)", "–", "45.00 (n=1)", "–"],
+                      ["NVFP4", "89.00 (n=1)", "-1.00", "–", "–"], ["MXFP4", "–", "–", "47.50 (n=1)", "+2.50"]]

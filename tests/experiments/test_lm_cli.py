@@ -16,6 +16,7 @@ from absl import app
 from experiments import flags as common_flags
 from int4jax.tasks import lm as lm_pipeline
 from int4jax.models import gpt2
+from int4jax.quant import policy as policy_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORDS = "the a company said market stock shares year million new will its".split()
@@ -211,6 +212,17 @@ def test_flag_errors(tmp_path):
   assert common_flags.parse_clip("none", "act_clip") == "none" and common_flags.parse_clip("-1,1", "x") == (-1.0, 1.0)
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
     lm_pipeline.validate(dataclasses.replace(base_config(tmp_path), bits="w4a4", teacher=str(tmp_path / "nothing")))
+
+
+def test_format_presets_validate(tmp_path):
+  """--bits takes every format preset of the zoo (issue 17) and names it in the policy; the formats are symmetric by
+  construction, so --quant_mode=asym is refused before any work."""
+  cfg = base_config(tmp_path)
+  for preset in policy_lib.FORMAT_PRESETS:
+    assert preset in lm_pipeline.BITS
+    assert lm_pipeline.validate(dataclasses.replace(cfg, bits=preset)).policy.name == preset
+  with pytest.raises(ValueError, match="quant_mode=asym"):
+    lm_pipeline.validate(dataclasses.replace(cfg, bits="w4a4_mxfp4", quant_mode="asym"))
 
 
 def test_integer_engine_perplexity_of_a_packed_student(runs, tmp_path):

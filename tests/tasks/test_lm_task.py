@@ -10,12 +10,12 @@ import pytest
 from int4jax.tasks import lm as lm_task
 from int4jax.data import lm
 from int4jax.models import gpt2
-from int4jax.quant.policy import make_policy
+from int4jax.quant.policy import FORMAT_PRESETS, make_policy
 
 
-def tiny(policy=None, drop=0.05):
+def tiny(policy=None, drop=0.05, n_layer=2):
   config = dataclasses.replace(gpt2.gpt2_tiny(), n_positions=16, resid_pdrop=drop, embd_pdrop=drop,
-                               attn_pdrop=drop, policy=policy)
+                               attn_pdrop=drop, policy=policy, n_layer=n_layer)
   model = gpt2.GPT2LMHeadModel(config)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32))["params"]
   return model, params
@@ -90,3 +90,25 @@ def test_task_validates_loss_terms():
     lm_task.LMTask(model, None)
   with pytest.raises(ValueError, match="unknown"):
     lm_task.LMTask(model, model, loss_terms=("gt", "cls"))
+
+
+@pytest.mark.parametrize("preset", FORMAT_PRESETS)
+def test_qat_kd_step_in_each_format(preset):
+  """One QAT+KD step (LM CE + Logit + Att* + Rep) of a 1-layer tiny GPT-2 student initialised from its teacher,
+  under the LM recipe's weight clip, in each format preset of the zoo (W4A4 INT sym / asym: the test above and
+  tests/experiments/test_lm_cli.py): finite loss, Att* and Rep > 0 (without dropout only the quantizers make the
+  student differ from the teacher), finite gradients and a non-zero straight-through gradient on every quantized
+  kernel."""
+  teacher, t_params = tiny(drop=0.0, n_layer=1)
+  student, _ = tiny(make_policy(preset, weight_clip=(-1.0, 1.0)), drop=0.0, n_layer=1)
+  task = lm_task.LMTask(student, teacher)
+  batch = {"input_ids": jnp.asarray(np.random.default_rng(2).integers(0, 99, (2, 16)), jnp.int32),
+           "target_mask": jnp.asarray(lm.block_target_mask(2, 16))}
+  (loss, parts), grads = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))(t_params, t_params, batch,
+                                                                                  jax.random.PRNGKey(0))
+  assert np.isfinite(float(loss)), float(loss)
+  assert float(parts["att"]) > 0 and float(parts["rep"]) > 0, {k: float(v) for k, v in parts.items()}
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  kernels = [grads["h_0"]["attn"][n]["kernel"] for n in ("c_attn", "c_proj")]
+  kernels += [grads["h_0"]["mlp"][n]["kernel"] for n in ("c_fc", "c_proj")]
+  assert all(np.abs(np.asarray(k)).sum() > 0 for k in kernels)
