@@ -374,7 +374,8 @@ def _engine_path(params, cfg, preset, gemms, mode):
 
 
 def speedups(rows: list[dict]) -> list[dict]:
-  """Adds speedup_vs_<baseline> (baseline ms / this ms) for each ok row, per (model, batch, seq)."""
+  """Adds speedup_vs_<baseline> (baseline ms / this ms) for each ok row, per (model, batch, seq). Rows of a merged
+  table (with `source`) keep the speedups computed within their own run (`merge`)."""
   base = {}
   for r in rows:
     if r["status"] == "ok":
@@ -382,7 +383,7 @@ def speedups(rows: list[dict]) -> list[dict]:
   out = []
   for r in rows:
     r = dict(r)
-    if r["status"] == "ok":
+    if r["status"] == "ok" and "source" not in r:
       for b in BASELINES:
         ms = base.get((r["model"], r["batch"], r["seq"], b))
         if ms:
@@ -392,40 +393,56 @@ def speedups(rows: list[dict]) -> list[dict]:
 
 
 def merge(results: list[dict]) -> dict:
-  """One table from several runs on the same device, a model at a time: each model's rows come from the last run
-  that measured any cell of it, so every ratio in the table is between cells of one run (one process, one machine
-  state). info["sources"] says which run (command, commit) each model's rows come from."""
+  """One table from several runs on the same device, cell by cell: the first run that measured a cell supplies it,
+  later runs fill the cells the earlier ones skipped (so a short run of the missing baselines completes a full
+  grid without replacing it). Speedups are computed within each run before merging (a ratio never mixes two runs: every run times its own
+  baselines), and every row keeps `source`, its run's index in info["sources"] (command, commit)."""
   if not results:
     raise ValueError("merge needs at least one latency result")
   devices = sorted({r["info"]["device"] for r in results})
   if len(devices) > 1:
     raise ValueError(f"latency results from different devices cannot share a table: {devices}")
-  chosen = {}
+  cells, sources = {}, []
   for res in results:
-    for model in dict.fromkeys(r["model"] for r in res["rows"]):
-      if any(r["model"] == model and r["status"] == "ok" for r in res["rows"]) or model not in chosen:
-        chosen[model] = res
-  info = dict(results[-1]["info"])
-  info["sources"] = {m: {"command": res["info"].get("command", ""), "commit": res["info"].get("commit", "")}
-                     for m, res in chosen.items()}
-  rows = [r for m, res in chosen.items() for r in res["rows"] if r["model"] == m]
+    # An input that is itself a merged table brings its own sources (its rows' `source` indexes them).
+    own = res["info"].get("sources") or [{"command": res["info"].get("command", ""),
+                                          "commit": res["info"].get("commit", "")}]
+    for r in speedups(res["rows"]):
+      key = (r["model"], r["batch"], r["seq"], r["path"])
+      if key not in cells or (r["status"] == "ok" and cells[key]["status"] != "ok"):
+        cells[key] = dict(r, source=len(sources) + r.get("source", 0))
+    sources += own
+  info = dict(results[-1]["info"], sources=sources)
+  order = {}
+  for res in results:  # grid order of the runs as they listed their cells
+    for r in res["rows"]:
+      order.setdefault((r["model"], r["batch"], r["seq"]), len(order))
+  rows = sorted(cells.values(), key=lambda r: (order[(r["model"], r["batch"], r["seq"])], PATHS.index(r["path"])))
   return {"info": info, "rows": rows}
+
+
+def _source_tag(i: int) -> str:
+  return chr(ord("a") + i)
 
 
 def markdown(result: dict, command: str = "", commit: str = "") -> str:
   info, rows = result["info"], speedups(result["rows"])
   paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
-  lines = [f"# End-to-end BERT encoder latency on {info['device']}", "",
-           f"Command: `{command}`; commit {commit}; jax {info['jax']}; torch: {info['torch']}.",
+  if "sources" in info:  # a merged table: each cell names its run; ratios are within that run
+    runs = "; ".join(f"[{_source_tag(i)}] `{src['command']}` (commit {src['commit']})"
+                     for i, src in enumerate(info["sources"]))
+    origin = (f"Merged from {len(info['sources'])} runs, cell by cell (the first run that measured a cell supplies "
+              f"it, later runs fill the cells it skipped); each "
+              f"cell's [run] tag names its run and its ratios use that run's own baselines: {runs}; "
+              f"jax {info['jax']}; torch: {info['torch']}.")
+  else:
+    origin = f"Command: `{command}`; commit {commit}; jax {info['jax']}; torch: {info['torch']}."
+  lines = [f"# End-to-end BERT encoder latency on {info['device']}", "", origin,
            f"Timing: {info['timing']} ({info['runs']} runs, {info['warmup']} warm-up). Random weights, no padding "
            "mask. ms (speedup vs jax_bf16).", ""]
   cell = {(r["model"], r["batch"], r["seq"], r["path"]): r for r in rows}
   for model in dict.fromkeys(r["model"] for r in rows):
-    lines += [f"## {model}", ""]
-    source = info.get("sources", {}).get(model)
-    if source:
-      lines += [f"Measured by `{source['command']}` at commit {source['commit']}.", ""]
-    lines += ["| batch x seq | " + " | ".join(paths) + " |", "|---" * (len(paths) + 1) + "|"]
+    lines += [f"## {model}", "", "| batch x seq | " + " | ".join(paths) + " |", "|---" * (len(paths) + 1) + "|"]
     for b, s in dict.fromkeys((r["batch"], r["seq"]) for r in rows if r["model"] == model):
       cells = []
       for p in paths:
@@ -436,7 +453,8 @@ def markdown(result: dict, command: str = "", commit: str = "") -> str:
           cells.append(r["status"].split(":")[0])
         else:
           sp = r.get("speedup_vs_jax_bf16")
-          cells.append(f"{r['median_ms']:.3f}" + (f" ({sp:.2f}x)" if sp and p != "jax_bf16" else ""))
+          cells.append(f"{r['median_ms']:.3f}" + (f" ({sp:.2f}x)" if sp and p != "jax_bf16" else "")
+                       + (f" [{_source_tag(r['source'])}]" if "sources" in info else ""))
       lines.append(f"| {b}x{s} | " + " | ".join(cells) + " |")
     lines.append("")
     bases = [p for p in BASELINES if any(r["path"] == p and r["status"] == "ok" for r in rows)]
@@ -478,8 +496,11 @@ def profile_lines(rows: list[dict]) -> list[str]:
 
 
 def targets(rows: list[dict]) -> list[str]:
-  """The issue's targets, read off this run: met / not met / not measured, with the numbers."""
+  """The issue's targets, read off this run: met / not met / not measured, with the numbers. Ratios come from the
+  rows' speedups, i.e. from within one run also in a merged table."""
+  rows = speedups(rows)
   ms = {(r["model"], r["batch"], r["seq"], r["path"]): r["median_ms"] for r in rows if r["status"] == "ok"}
+  vs = {(r["model"], r["batch"], r["seq"], r["path"]): r for r in rows if r["status"] == "ok"}
   points = list(dict.fromkeys((r["batch"], r["seq"]) for r in rows))
   out = ["## Targets", ""]
 
@@ -487,16 +508,17 @@ def targets(rows: list[dict]) -> list[str]:
     return "not measured" if ok is None else ("met" if ok else "NOT met")
 
   for model in dict.fromkeys(r["model"] for r in rows):
-    ratios = [(pt, ms[(model, *pt, "int4jax_bf16")] / ms[(model, *pt, "jax_bf16")]) for pt in points
-              if (model, *pt, "int4jax_bf16") in ms and (model, *pt, "jax_bf16") in ms]
+    ratios = [(pt, 1.0 / vs[(model, *pt, "int4jax_bf16")]["speedup_vs_jax_bf16"]) for pt in points
+              if "speedup_vs_jax_bf16" in vs.get((model, *pt, "int4jax_bf16"), {})]
     ok = all(r <= 1.05 for _, r in ratios) if ratios else None
     out.append(f"- {model}: int4jax bf16 within 5% of plain JAX bf16 at every point: {verdict(ok)} ("
                + ", ".join(f"{b}x{s} {r:.3f}" for (b, s), r in ratios) + ")")
   m = "bert_large"
 
-  def speedup(pt, path):
-    base = [ms[k] for k in ((m, *pt, "jax_bf16"), (m, *pt, "int4jax_bf16")) if k in ms]
-    return None if not base or (m, *pt, path) not in ms else min(base) / ms[(m, *pt, path)]
+  def speedup(pt, path):  # vs the faster of the two bf16 paths: the smaller of the two speedups
+    got = [vs.get((m, *pt, path), {}).get(f"speedup_vs_{b}") for b in ("jax_bf16", "int4jax_bf16")]
+    got = [g for g in got if g is not None]
+    return min(got) if got else None
 
   sp = {pt: speedup(pt, "int4jax_w4a4") for pt in points}
   big = [sp.get(pt) for pt in ((32, 384), (32, 512))]

@@ -62,35 +62,48 @@ def test_targets_are_computed_from_the_numbers():
   def row(path, b, s, ms):
     return {"model": "bert_large", "batch": b, "seq": s, "path": path, "status": "ok", "median_ms": ms}
   rows = [row("jax_bf16", 32, 384, 10.0), row("int4jax_bf16", 32, 384, 10.2), row("int4jax_w4a4", 32, 384, 6.0),
-          row("jax_bf16", 32, 512, 14.0), row("int4jax_bf16", 32, 512, 14.0), row("int4jax_w4a4", 32, 512, 10.0),
+          row("jax_bf16", 32, 512, 14.0), row("int4jax_bf16", 32, 512, 13.0), row("int4jax_w4a4", 32, 512, 10.0),
           row("int4jax_w8a8", 32, 512, 10.0), row("jax_bf16", 1, 128, 2.0), row("int4jax_w4a4", 1, 128, 2.5)]
   text = "\n".join(latency.targets(rows))
-  assert "W4A4 >= 1.5x the faster bf16 JAX path at 32x384 and 32x512: NOT met" in text  # 1.67x but 1.40x
+  # vs the faster bf16 path: 10.0 / 6.0 = 1.67x at 32x384 but 13.0 / 10.0 = 1.30x at 32x512 (not 14 / 10)
+  assert "W4A4 >= 1.5x the faster bf16 JAX path at 32x384 and 32x512: NOT met" in text
+  assert "32x512 1.30x" in text
   assert "never slower than it: NOT met" in text  # 0.80x at 1x128
-  assert "W8A8 >= 1.3x at 32x512: met (1.40x)" in text
+  assert "W8A8 >= 1.3x at 32x512: met (1.30x)" in text
   assert "1x128 <= 1.2 ms: NOT met (2.500 ms)" in text
   assert "within 5% of plain JAX bf16 at every point: met" in text
 
 
-def test_merge_takes_each_model_whole_from_its_newest_measuring_run():
+def test_merge_fills_skipped_cells_and_never_mixes_runs_in_a_ratio():
   def res(commit, rows, device="NVIDIA H200"):
     return {"info": {"device": device, "command": f"cmd {commit}", "commit": commit, "jax": "0.11.2",
                      "torch": "absent", "timing": "CUPTI", "runs": 30, "warmup": 3},
             "rows": [{"model": m, "batch": 32, "seq": 512, "path": p, "status": st, "median_ms": ms}
                      for m, p, st, ms in rows]}
-  old = res("a", [("bert_large", "jax_bf16", "ok", 20.0), ("bert_large", "xla_int8", "skipped: time budget", None),
-                  ("bert_base", "jax_bf16", "ok", 7.0)])
+  old = res("a", [("bert_large", "jax_bf16", "ok", 20.0), ("bert_large", "int4jax_w4a4", "ok", 10.0),
+                  ("bert_large", "xla_int8", "skipped: time budget", None), ("bert_base", "jax_bf16", "ok", 7.0)])
   new = res("b", [("bert_large", "jax_bf16", "ok", 21.0), ("bert_large", "xla_int8", "ok", 30.0),
                   ("bert_base", "jax_bf16", "skipped: time budget", None)])
   merged = latency.merge([old, new])
-  got = {(r["model"], r["path"]): (r["status"], r.get("median_ms")) for r in merged["rows"]}
-  # bert_large from the newer run (both cells, so its ratios stay within one run); bert_base from the older run,
-  # since the newer one measured nothing of it.
-  assert got == {("bert_large", "jax_bf16"): ("ok", 21.0), ("bert_large", "xla_int8"): ("ok", 30.0),
-                 ("bert_base", "jax_bf16"): ("ok", 7.0)}
-  assert merged["info"]["sources"] == {"bert_large": {"command": "cmd b", "commit": "b"},
-                                       "bert_base": {"command": "cmd a", "commit": "a"}}
-  assert "at commit b" in latency.markdown(merged)
+  got = {(r["model"], r["path"]): (r["status"], r.get("median_ms"), r["source"], r.get("speedup_vs_jax_bf16"))
+         for r in merged["rows"]}
+  # The first measurement of a cell stays; the later run fills the cell the first skipped; every speedup is
+  # against the jax_bf16 of the row's own run (xla_int8: 21 / 30 from run b, not 20 / 30).
+  assert got == {("bert_large", "jax_bf16"): ("ok", 20.0, 0, 1.0),
+                 ("bert_large", "int4jax_w4a4"): ("ok", 10.0, 0, 2.0),
+                 ("bert_large", "xla_int8"): ("ok", 30.0, 1, 0.7),
+                 ("bert_base", "jax_bf16"): ("ok", 7.0, 0, 1.0)}
+  assert merged["info"]["sources"] == [{"command": "cmd a", "commit": "a"}, {"command": "cmd b", "commit": "b"}]
+  # The markdown tags each cell with its run, and speedups() leaves a merged table's ratios alone.
+  text = latency.markdown(merged)
+  assert "10.000 (2.00x) [a]" in text and "30.000 (0.70x) [b]" in text and "(commit b)" in text
+  assert latency.speedups(merged["rows"]) == merged["rows"]
+  # Merging a merged table again keeps every cell's run.
+  again = latency.merge([merged, res("c", [("bert_base", "jax_bf16", "ok", 8.0)])])
+  assert [s["commit"] for s in again["info"]["sources"]] == ["a", "b", "c"]
+  assert {(r["model"], r["path"]): r["source"] for r in again["rows"]} == {
+      ("bert_large", "jax_bf16"): 0, ("bert_large", "int4jax_w4a4"): 0, ("bert_large", "xla_int8"): 1,
+      ("bert_base", "jax_bf16"): 0}
   with pytest.raises(ValueError, match="different devices"):
     latency.merge([old, res("c", [], device="NVIDIA H100")])
 
