@@ -395,8 +395,9 @@ def speedups(rows: list[dict]) -> list[dict]:
 def merge(results: list[dict]) -> dict:
   """One table from several runs on the same device, cell by cell: the first run that measured a cell supplies it,
   later runs fill the cells the earlier ones skipped (so a short run of the missing baselines completes a full
-  grid without replacing it). Speedups are computed within each run before merging (a ratio never mixes two runs: every run times its own
-  baselines), and every row keeps `source`, its run's index in info["sources"] (command, commit)."""
+  grid without replacing it). Speedups are computed within each run before merging (a ratio never mixes two
+  runs: every run times its own baselines), and every row keeps `source`, its run's index in info["sources"]
+  (command, commit)."""
   if not results:
     raise ValueError("merge needs at least one latency result")
   devices = sorted({r["info"]["device"] for r in results})

@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable

@@ -248,3 +248,14 @@ def test_integer_engine_perplexity_of_a_packed_student(runs, tmp_path):
     engine_eval.evaluate_run(str(student), split="dev", int_mode=mode)
   with pytest.raises(ValueError, match="float run .*nothing to pack"):
     run_lib.packed_source(str(runs["root"] / "fp"))
+
+
+def test_time_budget_stops_only_once_a_best_checkpoint_exists(runs, tmp_path):
+  # A budget of 0 s has run out before the first step; training still goes on to the first evaluation (step 20),
+  # which saves best/, stops there and evaluates that checkpoint (instead of failing with nothing to evaluate).
+  common = [f"--data_dir={runs['data']}", f"--tokenizer={runs['tok']}"] + TINY
+  out = cli("experiments.lm", *common, "--bits=fp32", "--learning_rate=3e-3", "--eval_every_steps=20",
+            "--time_budget_s=0", f"--workdir={tmp_path / 'budget'}")
+  assert "--time_budget_s=0.0 reached: stopped at step 20 of 300" in out, out[-2000:]
+  res = json.loads((tmp_path / "budget" / "results.json").read_text())
+  assert res["best_step"] == 20 and np.isfinite(res["valid"]["perplexity"])
