@@ -2,6 +2,7 @@
 
     python -m experiments.engine_check --size=medium --out=/tmp/engine_check.json
     python -m experiments.engine_check --size=medium --seeds=0,1,2,3 --out=/tmp/engine_check.json
+    python -m experiments.engine_check --cases=w4a4_sym,w8a8_asym --seeds=0,1   # a subset of the cases
 
 Several seeds tell a bug from chance: both modes use the same codes only while every value the quantizers see
 agrees to float rounding, and a value that lands within that rounding of a rounding boundary (x/S at a
@@ -20,12 +21,21 @@ flags.DEFINE_enum("size", "tiny", ["tiny", "medium"], "tiny: bert_tiny; medium: 
 flags.DEFINE_string("out", None, "JSON file to write (all results).")
 flags.DEFINE_list("seeds", ["0"], "Seeds of weights and inputs (one result per case and seed).")
 
+# case -> (policy preset, symmetric, extra: a tuple of GEMM types to quantize, or "clip" for clipped quantizers)
+CASES = {"w4a4_sym": ("w4a4", True, None), "w4a4_asym": ("w4a4", False, None), "w8a8_sym": ("w8a8", True, None),
+         "w8a8_asym": ("w8a8", False, None), "w4a4_sym_ffn_in": ("w4a4", True, ("ffn_in",)),
+         "w4a4_sym_clip": ("w4a4", True, "clip")}
+flags.DEFINE_list("cases", None, "Cases to check (default all): " + ", ".join(CASES) + ".")
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not all(sd.strip().isdigit() for sd in FLAGS.seeds):
     raise app.UsageError(f"--seeds must be non-negative integers, got {FLAGS.seeds}")
+  unknown = sorted(set(FLAGS.cases or ()) - set(CASES))
+  if unknown:
+    raise app.UsageError(f"--cases {unknown} are not among {list(CASES)}")
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from int4jax.inference import check  # pylint: disable=g-import-not-at-top
   from int4jax.models import bert  # pylint: disable=g-import-not-at-top
@@ -34,9 +44,8 @@ def main(argv):
                                               max_position_embeddings=256)
   seq = 16 if FLAGS.size == "tiny" else 128
   results = []
-  cases = [("w4a4", True, None), ("w4a4", False, None), ("w8a8", True, None), ("w8a8", False, None),
-           ("w4a4", True, ("ffn_in",)), ("w4a4", True, "clip")]
-  for preset, sym, extra in cases:
+  for name in FLAGS.cases or CASES:
+    preset, sym, extra = CASES[name]
     kw = {"symmetric": sym}
     if isinstance(extra, tuple):
       kw["gemms"] = extra
@@ -51,9 +60,7 @@ def main(argv):
         r = check.compare(cfg, seed=seed, seq=seq, dtype=dtype, float_dtype=fdt, batch=4)
       except Exception as e:  # pylint: disable=broad-except
         r = {"error": f"{type(e).__name__}: {str(e)[:500]}", "dtype": jnp.dtype(dtype).name}
-      r["seed"] = seed
-      r["case"] = f"{preset}_{'sym' if sym else 'asym'}" + (f"_{extra}" if extra == "clip" else "") + (
-          f"_{'+'.join(extra)}" if isinstance(extra, tuple) else "")
+      r["seed"], r["case"] = seed, name
       results.append(r)
       print(json.dumps(r, sort_keys=True), flush=True)
   if FLAGS.out:

@@ -65,6 +65,15 @@ def define_common(*, model_help: str, bits_choices: list[str], default_model: st
   flags.DEFINE_string("init", None, "Deprecated: use --model=<HF checkpoint dir> (or a preset for a random init).")
 
 
+def define_budget_flags() -> None:
+  """--weight_decay and --time_budget_s, for the launchers whose tasks take them (LM, summarization)."""
+  flags.DEFINE_float("weight_decay", None, "AdamW weight decay (default: the task's; LM 0.01 on matrices, "
+                     "summarization 0 as DQ-BART).")
+  flags.DEFINE_float("time_budget_s", None, "Stop training this many seconds after the run starts (compilation "
+                     "included), at the first step once an evaluation has saved best/; best/ is then evaluated "
+                     "(train.loop.Deadline).")
+
+
 def define_jax_cache_dir() -> None:
   """--jax_cache_dir, for launchers that turn on JAX's persistent compilation cache (train/compile_cache.py)."""
   flags.DEFINE_string("jax_cache_dir", None, "JAX persistent compilation cache folder (default "

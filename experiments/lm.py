@@ -53,8 +53,7 @@ def define_flags() -> None:
                     "ptb.{train,valid,test}.txt or wiki.{train,valid,test}.tokens).")
   flags.DEFINE_integer("block_size", None, "Tokens per block, training and evaluation (default 1024).")
   flags.DEFINE_integer("eval_stride", None, "Sliding-window evaluation stride (default: non-overlapping blocks).")
-  flags.DEFINE_float("weight_decay", None, "AdamW weight decay on matrices (default 0.01).")
-  flags.DEFINE_float("time_budget_s", None, "Stop training after this many seconds and evaluate the best checkpoint.")
+  common.define_budget_flags()
   flags.DEFINE_string("cache_dir", None, "Folder for tokenized corpora (.npy), reused across runs.")
   flags.DEFINE_list("extra_eval", [], "More corpora to evaluate the best checkpoint on (valid + test), as "
                     "dataset=data_dir, e.g. wikitext2=/data/wikitext-2.")

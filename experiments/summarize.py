@@ -57,7 +57,6 @@ def define_flags() -> None:
   flags.DEFINE_integer("target_max_len", None, "Summary tokens (default: 128 XSum, 142 CNN/DM).")
   flags.DEFINE_list("encoder_layer_map", None, "Student encoder layer i <- teacher layer map[i] (layer reduction).")
   flags.DEFINE_list("decoder_layer_map", None, "Student decoder layer i <- teacher layer map[i] (layer reduction).")
-  flags.DEFINE_float("weight_decay", None, "AdamW weight decay (default 0, DQ-BART's).")
   flags.DEFINE_integer("num_beams", None, "Beams for the evaluation decode (1 = greedy). Defaults of this and the "
                        "next three: DQ-BART's, XSum 6 beams, penalty 1.0, max 62, min 11; CNN/DM 4, 2.0, 142, 56.")
   flags.DEFINE_float("length_penalty", None, "Beam score = sum log p / length ** length_penalty.")
@@ -66,8 +65,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("no_repeat_ngram_size", None, "Ban repeated n-grams (default 3; 0 = off).")
   flags.DEFINE_integer("eval_examples", None, "Beam-decode only the first N held-out examples.")
   common.define_jax_cache_dir()
-  flags.DEFINE_float("time_budget_s", None, "Stop training this many seconds after the run starts (compilation "
-                     "included), at the first step once an evaluation has saved best/; best/ is then evaluated.")
+  common.define_budget_flags()
 
 
 def _ints(values, flag):

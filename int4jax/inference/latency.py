@@ -298,50 +298,55 @@ def run(settings: Settings, on_row: Callable[[dict], Any] | None = None) -> dict
     key = (model_name, batch, seq, path)
     if path.startswith("torch") and tstat is not None:
       rows[key] = dict(row, status=f"not available: {tstat}")
-      continue
-    if time.perf_counter() - t_start > settings.budget_s:
+    elif time.perf_counter() - t_start > settings.budget_s:
       rows[key] = dict(row, status="skipped: time budget")
-      continue
-    try:
-      if model_name not in states:
-        states[model_name] = _ModelState(model_name, settings.config_overrides, mode, want_torch,
-                                         "torch_compile_fp16" in settings.paths)
-      st = states[model_name]
-      ids_np = np.random.default_rng(batch * 1000 + seq).integers(0, st.cfg.vocab_size, (batch, seq))
-      if path.startswith("torch"):
-        torch = st.torch
-        tids = torch.as_tensor(ids_np).cuda()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-          st.torch_fns[path](input_ids=tids)
-          torch.cuda.synchronize()
-          first = time.perf_counter() - t0
-          call, sync = (lambda: st.torch_fns[path](input_ids=tids).last_hidden_state,
-                        lambda _: torch.cuda.synchronize())
-          res = time_calls(call, sync, warmup=settings.warmup, runs=settings.runs)
-          prof = device_profile(call, sync, runs=settings.runs)
-      else:
-        ids = jnp.asarray(ids_np, jnp.int32)
-        f, weights = st.jax_fn(path)
-        call, sync = (lambda: f(weights, ids)), _jax_sync
-        t0 = time.perf_counter()
-        sync(call())
-        first = time.perf_counter() - t0
-        res = time_calls(call, sync, warmup=settings.warmup, runs=settings.runs)
-        prof = device_profile(call, sync, runs=settings.runs)
-      res.update(prof or {})
-      # The one number each cell is judged by: device time where CUPTI gave it, else the wall clock.
-      res["median_ms"] = res.get("device_ms", res["wall_ms"])
-      rows[key] = dict(row, status="ok", first_call_s=first, **res)
-      logging.info("%s %dx%d %s: device %s ms, wall %.3f ms (first call %.1f s)%s", model_name, batch, seq, path,
-                   f"{prof['device_ms']:.3f}" if prof else "n/a", res["wall_ms"], first,
-                   f", GEMM share {prof['share'].get('gemm', 0):.0%}" if prof else "")
-    except Exception as e:  # pylint: disable=broad-except
-      logging.exception("%s %dx%d %s failed", model_name, batch, seq, path)
-      rows[key] = dict(row, status=f"error: {type(e).__name__}: {str(e)[:300]}")
+    else:
+      rows[key] = _time_cell(row, states, settings, mode, want_torch)
     if on_row is not None:
       on_row(_result(info, rows, settings, t_start))
   return _result(info, rows, settings, t_start)
+
+
+def _time_cell(row: dict, states: dict, settings: Settings, mode, want_torch: bool) -> dict:
+  """One (model, point, path) cell: its row with status "ok" and the timings, or the error that stopped it."""
+  model_name, batch, seq, path = row["model"], row["batch"], row["seq"], row["path"]
+  try:
+    if model_name not in states:
+      states[model_name] = _ModelState(model_name, settings.config_overrides, mode, want_torch,
+                                       "torch_compile_fp16" in settings.paths)
+    st = states[model_name]
+    ids_np = np.random.default_rng(batch * 1000 + seq).integers(0, st.cfg.vocab_size, (batch, seq))
+    if path.startswith("torch"):
+      torch = st.torch
+      tids = torch.as_tensor(ids_np).cuda()
+      t0 = time.perf_counter()
+      with torch.inference_mode():
+        st.torch_fns[path](input_ids=tids)
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t0
+        call, sync = (lambda: st.torch_fns[path](input_ids=tids).last_hidden_state,
+                      lambda _: torch.cuda.synchronize())
+        res = time_calls(call, sync, warmup=settings.warmup, runs=settings.runs)
+        prof = device_profile(call, sync, runs=settings.runs)
+    else:
+      ids = jnp.asarray(ids_np, jnp.int32)
+      f, weights = st.jax_fn(path)
+      call, sync = (lambda: f(weights, ids)), _jax_sync
+      t0 = time.perf_counter()
+      sync(call())
+      first = time.perf_counter() - t0
+      res = time_calls(call, sync, warmup=settings.warmup, runs=settings.runs)
+      prof = device_profile(call, sync, runs=settings.runs)
+    res.update(prof or {})
+    # The one number each cell is judged by: device time where CUPTI gave it, else the wall clock.
+    res["median_ms"] = res.get("device_ms", res["wall_ms"])
+    logging.info("%s %dx%d %s: device %s ms, wall %.3f ms (first call %.1f s)%s", model_name, batch, seq, path,
+                 f"{prof['device_ms']:.3f}" if prof else "n/a", res["wall_ms"], first,
+                 f", GEMM share {prof['share'].get('gemm', 0):.0%}" if prof else "")
+    return dict(row, status="ok", first_call_s=first, **res)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("%s %dx%d %s failed", model_name, batch, seq, path)
+    return dict(row, status=f"error: {type(e).__name__}: {str(e)[:300]}")
 
 
 def _result(info: dict, rows: dict, settings: Settings, t_start: float) -> dict:

@@ -25,7 +25,7 @@ anywhere.
 
 Priority (the queue's order): the teachers; issue 12's first seed (per task: sym, asym, Qwix, the augmentation
 caches of every seed, then sym and asym with augmentation, which follow the runs without: the same step count makes
-the same compiled programs); issues 14 and 17's first seed; the engine evaluations; issue 12's other seeds; issues 14
+the same compiled programs); the engine evaluations; issues 14 and 17's first seed; issue 12's other seeds; issues 14
 and 17's other seeds, optional (started only when their first seed's wall time still fits before the deadline).
 """
 
@@ -171,7 +171,9 @@ def plan(cfg: StudiesConfig) -> tuple[list[run_queue.Job], list[tuple[str, str]]
           engine.append(job(f"engine/{task}_{mode}/{kind}", "experiments.eval", (f"--workdir={run}",) + extra,
                             os.path.join(work, "engine", f"{task}_{mode}", kind), (run,)))
   later = [j for s in later12 for j in later12[s]] + [j for s in later1417 for j in later1417[s]]
-  return teachers + p12 + p1417 + engine + later, views
+  # The engine evaluations right after issue 12's first seed: they need only its SST-2 students, take seconds of
+  # GPU, and are issue 10's check (a run at 15194b6 with them after 14/17's first seed reached them at its deadline).
+  return teachers + p12 + engine + p1417 + later, views
 
 
 def make_views(views: Sequence[tuple[str, str]]) -> None:

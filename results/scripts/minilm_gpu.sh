@@ -21,10 +21,12 @@
 #     they run the programs of the rows without augmentation. Movement pruning recomputes masks every 25 steps.
 #   Shared runs: issue 12's W4A4 sym / asym students without augmentation are also issue 14's "W4A4" row and issue
 #     17's "INT4 sym" / "INT4 asym" rows (views by symlink).
-#   Seeds 1,2,3. Queue priority: teachers; issue 12 seed 1 (5 rows per task + the augmentation caches of all
-#   seeds); issues 14 + 17 seed 1 (6 + 3 new rows per task); issue 10's engine evaluations of the SST-2 W4A4 sym
-#   and asym seed-1 students (integer engine bf16 and fp32, and fake quant); issue 12 seeds 2-3; issues 14 + 17
-#   seeds 2-3 only where their seed-1 wall time still fits before the deadline.
+#   Seeds 1,2,3 (SEEDS=...; the first has priority). Queue priority: teachers; issue 12 seed 1 (5 rows per task +
+#   the augmentation caches of all seeds); issue 10's engine evaluations of the SST-2 W4A4 sym and asym seed-1
+#   students as soon as those finish (integer engine bf16 and fp32, and fake quant); issues 14 + 17 seed 1 (6 + 3
+#   new rows per task); issue 12 seeds 2-3; issues 14 + 17 seeds 2-3 only where their seed-1 wall time still fits
+#   before the deadline. Measured (H200, 15194b6, SEEDS=3,4, BUDGET_S=425): teachers done at 87 s, first-seed
+#   students 120-230 s of wall each with 10 processes sharing the host, 21 runs finished in the 385 s queue.
 #
 # Expected timeline (estimates: ~45 s XLA compile + ~12 s start-up per distinct program, a cache read instead for
 #   the runs after their leader; aggregate KD step on the shared GPU ~10 ms at SST-2's 64 x 64 tokens, ~18 ms at
@@ -34,7 +36,7 @@
 #   60-260 s   seed 1 of every study: 28 students (24 distinct programs) + 2 cache builds through 10 slots, i.e.
 #              ~3 waves of ~57 s start-up + compile that overlap the training of the wave before; GPU work
 #              14 x 300 x 18 ms (MRPC) + 14 x 300 x 10 ms (SST-2) = 118 s
-#   260-290 s  6 engine evaluations (start-up bound, seconds of GPU)
+#   ~200 s     6 engine evaluations, as soon as the SST-2 seed-1 W4A4 students finish (start-up bound)
 #   260-420 s  issue 12 seeds 2-3: 20 students reading cached programs (~15 s start-up each, 2 waves);
 #              GPU work 10 x 300 x 18 ms + 10 x 300 x 10 ms = 84 s
 #   420-495 s  issues 14 + 17 seed 2 where it fits (18 runs x 300 steps ~ 75 s of GPU per seed)

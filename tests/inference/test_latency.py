@@ -45,7 +45,15 @@ def test_run_times_every_jax_path_and_reports_targets_honestly():
                               paths=("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w4a4_xlaq", "xla_int8",
                                      "torch_eager_fp16"),
                               config_overrides=TINY)
-  result = latency.run(settings)
+  partials = []
+  result = latency.run(settings, on_row=lambda partial: partials.append(partial))
+  # One snapshot after every cell, each listing the whole grid: the cells not yet timed say so (a run killed from
+  # outside leaves its finished cells in the JSON written from the last snapshot).
+  assert len(partials) == len(settings.paths)
+  for i, snap in enumerate(partials):
+    assert len(snap["rows"]) == len(settings.paths)
+    assert sum(r["status"] == "not reached: run stopped" for r in snap["rows"]) == len(settings.paths) - 1 - i
+  assert partials[-1]["rows"] == result["rows"]
   rows = {r["path"]: r for r in result["rows"]}
   for p in ("jax_bf16", "int4jax_bf16", "int4jax_w4a4", "int4jax_w4a4_xlaq", "xla_int8"):
     assert rows[p]["status"] == "ok", rows[p]
