@@ -13,12 +13,15 @@ bug shows on every seed; a flip on the odd one.
 from __future__ import annotations
 
 import json
+import sys
+import time
 
 from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("size", "tiny", ["tiny", "medium"], "tiny: bert_tiny; medium: hidden 256, 4 layers, seq 128.")
-flags.DEFINE_string("out", None, "JSON file to write (all results).")
+flags.DEFINE_string("out", None, "JSON file to write: run facts and every result (\"results\").")
+flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .git (a copy sent to a GPU machine).")
 flags.DEFINE_list("seeds", ["0"], "Seeds of weights and inputs (one result per case and seed).")
 
 # case -> (policy preset, symmetric, extra: a tuple of GEMM types to quantize, or "clip" for clipped quantizers)
@@ -64,8 +67,16 @@ def main(argv):
       results.append(r)
       print(json.dumps(r, sort_keys=True), flush=True)
   if FLAGS.out:
+    import jax  # pylint: disable=g-import-not-at-top
+    from int4jax.train import rundir  # pylint: disable=g-import-not-at-top
+    report = {"what": f"integer engine vs fake quantization, logits of a random {FLAGS.size} BERT per case and seed "
+                      "(int4jax.inference.check.compare; within_tolerance judges the float32 engine)",
+              "gpu": jax.devices()[0].device_kind, "jax": jax.__version__,
+              "commit": FLAGS.git_commit or rundir.git_commit(),
+              "command": " ".join(["python -m experiments.engine_check"] + sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}
     with open(FLAGS.out, "w") as f:
-      json.dump(results, f, indent=2)
+      json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":
