@@ -59,9 +59,17 @@ def main(argv):
   if FLAGS.from_json:
     loaded = []
     for path in FLAGS.from_json:
-      with open(path) as f:
-        loaded.append(json.load(f))
-    result = latency.merge(loaded) if len(loaded) > 1 else loaded[0]
+      try:
+        with open(path) as f:
+          loaded.append(json.load(f))
+      except (OSError, json.JSONDecodeError) as e:
+        raise app.UsageError(f"--from_json {path}: {e}") from None
+      if not isinstance(loaded[-1], dict) or not {"info", "rows"} <= set(loaded[-1]):
+        raise app.UsageError(f"--from_json {path} is not an experiments.latency JSON (no info/rows)")
+    try:
+      result = latency.merge(loaded) if len(loaded) > 1 else loaded[0]
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
   else:
     grid = []
     for g in FLAGS.grid:

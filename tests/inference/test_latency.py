@@ -1,5 +1,9 @@
 """The latency benchmark's bookkeeping on the CPU: every path of a tiny encoder runs and computes the same model,
 kernel names fall into the right category, and the targets are read off the numbers (not asserted as met)."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +133,14 @@ def test_xla_quantize_variant_computes_the_same_engine():
   # A code that flips at a rounding tie moves one output by one quantization step; nearly all must agree.
   assert np.mean(np.abs(a - b) <= 1e-2) > 0.99
   assert np.abs(a - ref_bf16).mean() > 10 * np.abs(a - b).mean()  # the variants agree far better than with bf16
+
+
+def test_from_json_bad_input_is_a_one_line_usage_error(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  (tmp_path / "bad.json").write_text('{"a": 1}')
+  for arg, message in ((tmp_path / "missing.json", "No such file"),
+                       (tmp_path / "bad.json", "is not an experiments.latency JSON")):
+    out = subprocess.run([sys.executable, "-m", "experiments.latency", f"--from_json={arg}", f"--out={tmp_path}"],
+                         cwd=repo, env=dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu"), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
