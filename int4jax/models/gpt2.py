@@ -53,8 +53,8 @@ from int4jax.nn.dense import QDense
 from int4jax.models import hf
 from int4jax.models.family import Family, replace_config
 from int4jax.nn.common import activated, layer_norm, normed
-from int4jax.nn.attention import MultiHeadAttention, attention_masks, update_decode_state
-from int4jax.models.outputs import ModelOutput, Taps
+from int4jax.nn.attention import MultiHeadAttention, attention_masks, init_decode_cache, update_decode_state
+from int4jax.models.outputs import ModelOutput, Taps, layered_output
 from int4jax.quant.policy import QuantPolicy
 
 
@@ -203,19 +203,11 @@ class GPT2LMHeadModel(nn.Module):
       hidden[-1] = x   # HF convention: the last hidden state is after ln_f
     # Tied LM head, float under every policy; logits accumulate in float32.
     logits = jnp.dot(x.astype(c.dtype), wte.embedding.astype(c.dtype).T, preferred_element_type=jnp.float32)
-    return ModelOutput(
-        logits=logits,
-        hidden_states=tuple(hidden) if taps.hidden_states else None,
-        attention_scores=tuple(scores) if taps.attention_scores else None,
-        attention_probs=tuple(probs) if taps.attention_probs else None)
+    return layered_output(logits, taps, hidden, scores, probs)
 
 
-
-def init_cache(model: GPT2LMHeadModel, batch: int, max_len: int) -> dict:
-  """Zeroed "cache" collection for decoding up to `max_len` tokens (shapes only: no forward pass is run)."""
-  ids = jnp.zeros((batch, max_len), jnp.int32)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, decode=True))["cache"]
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+# The causal LMs share one decode cache (nn.attention.init_decode_cache); the name stays this module's API.
+init_cache = init_decode_cache
 
 
 # ---------------------------------------------------------------------------------------------------------------

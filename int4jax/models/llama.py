@@ -49,8 +49,8 @@ import numpy as np
 
 from int4jax.models import hf
 from int4jax.models.family import Family, fusion, replace_config
-from int4jax.models.outputs import ModelOutput, Taps
-from int4jax.nn.attention import MultiHeadAttention, attention_masks, update_decode_state
+from int4jax.models.outputs import ModelOutput, Taps, layered_output
+from int4jax.nn.attention import MultiHeadAttention, attention_masks, init_decode_cache, update_decode_state
 from int4jax.nn.common import ACTIVATIONS, check_activation
 from int4jax.nn.dense import QDense
 from int4jax.quant.policy import QuantPolicy
@@ -225,18 +225,11 @@ class LlamaForCausalLM(nn.Module):
     else:
       head = self.param("lm_head", nn.initializers.normal(0.02), (c.hidden_size, c.vocab_size), jnp.float32)
       logits = jnp.dot(x.astype(c.dtype), head.astype(c.dtype), preferred_element_type=jnp.float32)
-    return ModelOutput(
-        logits=logits,
-        hidden_states=tuple(hidden) if taps.hidden_states else None,
-        attention_scores=tuple(scores) if taps.attention_scores else None,
-        attention_probs=tuple(probs) if taps.attention_probs else None)
+    return layered_output(logits, taps, hidden, scores, probs)
 
 
-def init_cache(model: LlamaForCausalLM, batch: int, max_len: int) -> dict:
-  """Zeroed "cache" collection for decoding up to `max_len` tokens (shapes only: no forward pass is run)."""
-  ids = jnp.zeros((batch, max_len), jnp.int32)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, decode=True))["cache"]
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+# The causal LMs share one decode cache (nn.attention.init_decode_cache); the name stays this module's API.
+init_cache = init_decode_cache
 
 
 # ---------------------------------------------------------------------------------------------------------------

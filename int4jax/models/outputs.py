@@ -41,6 +41,13 @@ class ModelOutput:
   attention_probs: Layers = None
 
 
+def layered_output(logits: Array, taps: Taps, hidden: list, scores: list, probs: list) -> ModelOutput:
+  """A decoder-only model's output (GPT-2, Llama): the per-layer lists kept only where `taps` asks for them."""
+  return ModelOutput(logits=logits, hidden_states=tuple(hidden) if taps.hidden_states else None,
+                     attention_scores=tuple(scores) if taps.attention_scores else None,
+                     attention_probs=tuple(probs) if taps.attention_probs else None)
+
+
 @flax.struct.dataclass
 class Seq2SeqOutput:
   """Encoder-decoder models (BART)."""

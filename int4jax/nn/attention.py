@@ -80,6 +80,14 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
   return out
 
 
+def init_decode_cache(model: nn.Module, batch: int, max_len: int) -> dict:
+  """Zeroed "cache" collection of a causal LM (GPT-2, Llama: `model(ids, decode=True)` creates it) for decoding up
+  to `max_len` tokens; shapes only, no forward pass is run."""
+  ids = jnp.zeros((batch, max_len), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, decode=True))["cache"]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
 def update_decode_state(module: nn.Module, batch: int, seq: int, attention_mask, *, max_len: int, limit: str):
   """Model-level decode bookkeeping kept in `module`'s "cache" collection (GPT-2, BART decoder).
 
