@@ -44,6 +44,8 @@ flags.DEFINE_float("deadline_s", None, "Kill what still runs this many seconds a
 flags.DEFINE_string("git_commit", None, "Commit recorded in every run (the GPU tree has no .git).")
 flags.DEFINE_string("gpu", None, "Device description for the reports (default: nvidia-smi, else 'none (CPU)').")
 flags.DEFINE_string("driver", None, "The command that ran this (a GPU driver script), recorded in the reports.")
+flags.DEFINE_list("select", None, "Only the jobs whose names match these shell patterns, and the jobs they need "
+                  "(e.g. 'engine/*,composability/sst2_s24_movement_*'; --dry_run lists the names).")
 flags.DEFINE_bool("dry_run", False, "Print the queue and exit.")
 flags.DEFINE_bool("collect", False, "Only write the reports of a finished --work folder.")
 
@@ -116,6 +118,8 @@ def main(argv):
         mask_update_every=FLAGS.mask_update_every, student_layers=FLAGS.student_layers,
         engine_task=FLAGS.engine_task)
     jobs, views = glue_studies.plan(cfg)
+    if FLAGS.select:
+      jobs = run_queue.select(jobs, FLAGS.select)
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from None
   if FLAGS.dry_run:

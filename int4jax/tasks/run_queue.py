@@ -28,6 +28,7 @@ not run again, so a queue re-run after a cut resumes.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 import subprocess
@@ -72,6 +73,24 @@ def follower_wall(leader: str, leader_wall: float | None) -> float | None:
   except (OSError, ValueError):
     compile_s = 0.0
   return leader_wall - compile_s + 5.0
+
+
+def select(jobs: Sequence[Job], patterns: Sequence[str]) -> list[Job]:
+  """The jobs whose name matches one of the shell-style `patterns`, with every job they need (transitively), in the
+  given order: a short device session can run one study's missing rows (a matched job's leaders are not added: a
+  leader absent from the queue releases its followers at once). A pattern that matches no job raises ValueError."""
+  unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(j.name, p) for j in jobs)]
+  if unmatched:
+    raise ValueError(f"no job name matches {unmatched} (names look like {jobs[0].name!r}, {jobs[-1].name!r})"
+                     if jobs else f"no job name matches {unmatched}: the plan is empty")
+  by_workdir = {j.workdir: j for j in jobs}
+  keep, stack = set(), [j for j in jobs if any(fnmatch.fnmatchcase(j.name, p) for p in patterns)]
+  while stack:
+    job = stack.pop()
+    if job.workdir not in keep:
+      keep.add(job.workdir)
+      stack.extend(by_workdir[n] for n in job.needs if n in by_workdir)
+  return [j for j in jobs if j.workdir in keep]
 
 
 def run(jobs: Sequence[Job], max_par: int, deadline: float | None = None, *, poll_s: float = 0.5,

@@ -21,6 +21,8 @@
 #     they run the programs of the rows without augmentation. Movement pruning recomputes masks every 25 steps.
 #   Shared runs: issue 12's W4A4 sym / asym students without augmentation are also issue 14's "W4A4" row and issue
 #     17's "INT4 sym" / "INT4 asym" rows (views by symlink).
+#   SELECT=<job-name patterns> runs only those jobs and what they need, e.g. the rows a previous session missed:
+#   SELECT='engine/*,composability/sst2_s24_movement_*' (experiments.glue_studies --dry_run lists the names).
 #   Seeds 1,2,3 (SEEDS=...; the first has priority). Queue priority: teachers; issue 12 seed 1 (5 rows per task +
 #   the augmentation caches of all seeds); issue 10's engine evaluations of the SST-2 W4A4 sym and asym seed-1
 #   students as soon as those finish (integer engine bf16 and fp32, and fake quant); issues 14 + 17 seed 1 (6 + 3
@@ -111,11 +113,12 @@ export PYTHONPATH=.:$W/pylib
 # kills the launcher's process group, the trainings included.
 QUEUE_S=$(( BUDGET_S - COLLECT_S - ($(date +%s) - T0) ))
 DRIVER="MINILM=<carry/minilm> DATA=<carry/data> WHL=<carry/whl> OUT=<out> bash results/scripts/minilm_gpu.sh $COMMIT"
+[ -n "${SELECT:-}" ] && DRIVER="SELECT=$SELECT $DRIVER"
 [ "$SMOKE" = 1 ] && DRIVER="SMOKE=1 $DRIVER"
 timeout -s KILL $(( QUEUE_S + 25 )) $PY -m experiments.glue_studies --model="$MINILM" --data_root="$DATA/glue" \
   --work="$W" --tasks=mrpc,sst2 --seeds="$SEEDS" --augment="$AUGMENT" --teacher_flags="$TEACHER" \
   --student_flags="$STUDENT" --mask_update_every="$MASK_EVERY" --max_par="$MAX_PAR" --deadline_s="$QUEUE_S" \
-  --git_commit="$COMMIT" --driver="$DRIVER" > "$W/queue.log" 2>&1
+  --git_commit="$COMMIT" --driver="$DRIVER" ${SELECT:+--select="$SELECT"} > "$W/queue.log" 2>&1
 echo "experiments.glue_studies rc=$? after $(( $(date +%s) - T0 )) s" >> "$W/queue.log"
 kill $PMON $UTIL 2>/dev/null
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from int4jax.analysis import format_zoo
-from int4jax.tasks import glue_studies
+from int4jax.tasks import glue_studies, run_queue
 
 
 def _flag(job, name):
@@ -102,3 +102,13 @@ def test_engine_report_reads_the_eval_lines(tmp_path):
   assert row["run"] == os.path.join("runs", "sst2", "w4a4_sym", "seed1") and row["missing"] == ["int_fp32"]
   assert row["int_bf16_minus_fake"] == pytest.approx(0.25) and row["int_bf16_within_target"] is False
   assert row["int_fp32"] is None and row["logged_at_training"] == 90.0 and report["gpu"] == "H200"
+
+
+def test_select_runs_the_engine_checks_with_only_the_runs_they_read(planned):
+  _, jobs, _ = planned
+  picked = [j.name for j in run_queue.select(jobs, ["engine/*"])]
+  engine = [n for n in picked if n.startswith("engine/")]
+  assert len(engine) == 2 * len(glue_studies.ENGINE_EVALS)
+  # the SST-2 teacher and its first-seed W4A4 sym and asym students, nothing else
+  assert sorted(set(picked) - set(engine)) == sorted(["sst2/fp32", "sst2/w4a4_sym_aug0_custom_lr0.0001/seed1",
+                                                      "sst2/w4a4_asym_aug0_custom_lr0.0001/seed1"]), picked

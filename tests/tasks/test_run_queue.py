@@ -78,3 +78,15 @@ def test_deadline_kills_running_and_skips_pending(tmp_path):
   assert r["next"]["status"] == "skipped" and r["next"]["reason"] == "deadline"
   with pytest.raises(ValueError, match="share a workdir"):
     run([slow, slow])
+
+
+def test_select_keeps_the_matching_jobs_and_what_they_need_in_order():
+  job = lambda name, needs=(), leader=None: run_queue.Job(name, ("true",), f"/w/{name}", tuple(f"/w/{n}" for n in
+                                                                                                needs), leader)
+  jobs = [job("t"), job("t2"), job("s1", ["t"]), job("s2", ["t"], leader="/w/s1"), job("e", ["s2"]),
+          job("x", ["t2"])]
+  # e needs s2, s2 needs t; s2's leader s1 is not added (a missing leader releases its followers)
+  assert [j.name for j in run_queue.select(jobs, ["e"])] == ["t", "s2", "e"]
+  assert [j.name for j in run_queue.select(jobs, ["s*", "x"])] == ["t", "t2", "s1", "s2", "x"]
+  with pytest.raises(ValueError, match=r"no job name matches \['nope'\]"):
+    run_queue.select(jobs, ["e", "nope"])
