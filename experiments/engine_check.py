@@ -77,6 +77,12 @@ def main(argv):
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}
     with open(FLAGS.out, "w") as f:
       json.dump(report, f, indent=2)
+  judged = [r for r in results if r.get("within_tolerance") is not None]
+  errors = [f"{r['case']} seed {r['seed']}: {r['error']}" for r in results if "error" in r]
+  print(f"engine check: {sum(r['within_tolerance'] for r in judged)} of {len(judged)} float32 results within the "
+        f"derived tolerance; {len(errors)} errors", flush=True)
+  if errors:  # a case that could not run is a failure, not a result
+    raise SystemExit("engine check errors:\n" + "\n".join(errors))
 
 
 if __name__ == "__main__":

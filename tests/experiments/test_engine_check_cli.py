@@ -23,6 +23,7 @@ def test_bad_seeds_and_cases_are_usage_errors():
 def test_each_case_runs_once_per_seed_and_the_float32_engine_agrees(tmp_path):
   out = run("--size=tiny", "--seeds=0,1", "--cases=w4a4_asym,w8a8_sym", f"--out={tmp_path / 'check.json'}")
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  assert "engine check: 4 of 4 float32 results within the derived tolerance; 0 errors" in out.stdout, out.stdout
   report = json.loads((tmp_path / "check.json").read_text())
   assert report["command"].startswith("python -m experiments.engine_check") and report["gpu"]
   results = report["results"]
