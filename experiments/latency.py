@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 from absl import app, flags, logging
@@ -31,13 +30,8 @@ flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .
 
 
 def _commit() -> str:
-  if FLAGS.git_commit:
-    return FLAGS.git_commit
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
+  from int4jax.train import rundir  # pylint: disable=g-import-not-at-top
+  return FLAGS.git_commit or rundir.git_commit()
 
 
 def _write_json(result: dict, out: str) -> str:

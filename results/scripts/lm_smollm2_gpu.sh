@@ -28,9 +28,6 @@ elif [ "${ONLY_SCRATCH:-0}" = 1 ]; then
   # pretrained half is already measured; needs only SmolLM2's tokenizer (TOKENIZER_DIR), not the weights.
   W=${TOKENIZER_DIR:-.carry_smol/smollm2}
   [ -f $W/tokenizer.json ] || { echo "ONLY_SCRATCH=1: no tokenizer.json in $W (set TOKENIZER_DIR)"; exit 1; }
-  : ${BLOCK:=512} ${BS:=8} ${T_STEPS:=300} ${S_STEPS:=300} ${EVAL:=50} ${TA:=120} ${TB:=130} ${AN_BATCHES:=8}
-  : ${DTYPE:=bfloat16}
-  SCRATCH_MODEL="--model=smollm2_135m"
 else
   # The qblocks checkpoint: every file of .carry_smol/smollm2 (call 2) plus part 0, carried by call 1 into
   # /tmp/smollm2 (or still in .carry_smol_p0/); assembled here by symlinks, checked against the index's sha256.
@@ -49,6 +46,8 @@ for part, info in index["parts"].items():
     sys.exit(f"{p} is not the file the index names (sha256 differs)")
 print("qblocks parts verified:", ", ".join(index["parts"]))
 PYEOF
+fi
+if [ "${SMOKE:-0}" != 1 ]; then   # the GPU setting, pretrained or scratch alike
   : ${BLOCK:=512} ${BS:=8} ${T_STEPS:=300} ${S_STEPS:=300} ${EVAL:=50} ${TA:=120} ${TB:=130} ${AN_BATCHES:=8}
   : ${DTYPE:=bfloat16}
   SCRATCH_MODEL="--model=smollm2_135m"
@@ -97,7 +96,7 @@ mkdir -p $R/an $R/an_scratch
 [ "${SKIP_SCRATCH:-0}" = 1 ] || eval timeout ${AN_TIMEOUT:-150} $PY -m experiments.lm_analysis --analysis=positional,act_range --output_dir=$R/an_scratch \
   --runs=scratch_fp=$R/scratch_fp,scratch_w4a4=$R/scratch_w4a4 --num_batches=$AN_BATCHES > $R/analysis_scratch.log 2>&1 $BG
 wait; echo "analysis done at $(( $(date +%s) - T0 ))s"
-grep -av "^I1\|^W1" $R/analysis.log $R/analysis_scratch.log | tail -30
+grep -av "^I1\|^W1" $(ls $R/analysis*.log 2>/dev/null) /dev/null | tail -30
 $PY - "$R" > $OUT/runs.json <<'PYEOF'
 import json, os, sys
 out = {}
