@@ -69,3 +69,15 @@ def test_table_marks_the_partial_runs(tmp_path):
   assert "**Partial run**" in md and "| w4a4_asym | killed at the deadline | - |" in md and "| 2.5000 | 100 (50) |" in md
   assert "pretraining 100, fine-tune 50, each of the 4 concurrent students 75; hard deadline 315 s" in md
   assert (tmp_path / "results" / "summarization_xsum_positional" / "positional_perplexity.png").is_file()
+
+
+def test_claims_judge_the_rouge_l_gaps_against_one_point_and_the_layer_order():
+  row = lambda gap: {"rougeL_gap_to_teacher": gap}
+  verdicts = collector.claims({"fp32": row(0.0), "w4a4_sym": row(-0.99), "w4a4_asym": row(-1.01),
+                               "w4a4_6+3": row(-0.5), "w4a4_6+1": row(-0.2)})
+  assert verdicts["w4a4_sym within 1 ROUGE-L of its teacher"].startswith("**reproduces**: gap -0.99 (paper -0.67)")
+  assert verdicts["w4a4_asym within 1 ROUGE-L of its teacher"].startswith("**contradicts**: gap -1.01")
+  assert verdicts["fewer decoder layers cost more (Table 3: 6+1 below 6+3)"].startswith("**contradicts**: 6+3 -0.50")
+  cut = collector.claims({"fp32": row(0.0), "w4a4_sym": row(None), "w4a4_6+3": row(-0.5)})
+  assert cut["w4a4_sym within 1 ROUGE-L of its teacher"] == "not measured"
+  assert cut["fewer decoder layers cost more (Table 3: 6+1 below 6+3)"] == "not measured"

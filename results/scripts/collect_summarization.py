@@ -138,7 +138,7 @@ def collect(path: str, out_dir: str) -> dict:
       "generation": ref["generation"], "sentence_splitter": summarization_metrics.sentence_splitter(),
       "pretraining": {k: den.get(k) for k in ("steps_run", "best_step", "train_wall_time_s", "command")} | {
           "heldout_denoising_loss": den.get("valid", {}).get("loss"), "status": status["runs"]["denoise"]["status"]},
-      "runs": rows, "run_status": status["runs"], "paper_bart_base_xsum_r1_r2_rl": PAPER_XSUM,
+      "runs": rows, "claims": claims(rows), "run_status": status["runs"], "paper_bart_base_xsum_r1_r2_rl": PAPER_XSUM,
       "commands": {k: r["command"] for k, r in results.items() if r is not None}}
   os.makedirs(out_dir, exist_ok=True)
   plot_dir = os.path.join(out_dir, "summarization_xsum_positional")
@@ -151,6 +151,25 @@ def collect(path: str, out_dir: str) -> dict:
     json.dump(out, f, indent=1)
   with open(os.path.join(out_dir, "summarization_xsum.md"), "w") as f:
     f.write(markdown(out))
+  return out
+
+
+def claims(rows: dict) -> dict:
+  """The paper's two XSum claims, judged from this run's ROUGE-L gaps (None where a run has no ROUGE)."""
+  gap = lambda n: rows.get(n, {}).get("rougeL_gap_to_teacher")
+  paper_gap = lambda n: PAPER_XSUM[n][2] - PAPER_XSUM["fp32"][2]
+  out = {}
+  for n in ("w4a4_sym", "w4a4_asym"):
+    out[f"{n} within 1 ROUGE-L of its teacher"] = (
+        "not measured" if gap(n) is None else
+        f"{'**reproduces**' if gap(n) >= -1.0 else '**contradicts**'}: gap {gap(n):+.2f} (paper {paper_gap(n):+.2f})")
+  if gap("w4a4_6+3") is not None and gap("w4a4_6+1") is not None:
+    ordered = gap("w4a4_6+1") < gap("w4a4_6+3")
+    out["fewer decoder layers cost more (Table 3: 6+1 below 6+3)"] = (
+        f"{'**reproduces**' if ordered else '**contradicts**'}: 6+3 {gap('w4a4_6+3'):+.2f}, 6+1 "
+        f"{gap('w4a4_6+1'):+.2f} (paper {paper_gap('w4a4_6+3'):+.2f}, {paper_gap('w4a4_6+1'):+.2f})")
+  else:
+    out["fewer decoder layers cost more (Table 3: 6+1 below 6+3)"] = "not measured"
   return out
 
 
@@ -202,7 +221,9 @@ def markdown(out: dict) -> str:
   lines += ["", "Start-up s: from the start of the run's training program to its first compiled step (a few seconds "
             "when the warm-up had filled the compilation cache).", "",
             f"Positional perplexity of the decoder (held-out summaries, reference "
-            f"{out['positional_perplexity']['reference']}): `{out['positional_perplexity']['plot']}`.",
+            f"{out['positional_perplexity']['reference']}): `{out['positional_perplexity']['plot']}`.", "",
+            "The paper's claims on this run (ROUGE-L gap to the teacher; paper: BART-base, full XSum):", ""] + [
+            f"- {claim}: {verdict}" for claim, verdict in out["claims"].items()] + [
             "", "Commands:", ""] + [f"    {c}" for c in out["commands"].values()] + [""]
   return "\n".join(lines)
 
