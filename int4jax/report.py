@@ -254,10 +254,12 @@ def latency_table(d: dict) -> Rows:
       continue
     w4 = cell("int4jax_w4a4")
     # vs the faster bf16 path = the smaller speedup, each computed within W4A4's own run (a merged JSON's rows
-    # may come from several runs: inference/latency.merge)
-    sp = [w4[f"speedup_vs_{p}"] for p in ("jax_bf16", "int4jax_bf16") if w4 and f"speedup_vs_{p}" in w4]
+    # may come from several runs: inference/latency.merge); a run that timed only one of the two says which
+    sp = {p: w4[f"speedup_vs_{p}"] for p in ("jax_bf16", "int4jax_bf16") if w4 and f"speedup_vs_{p}" in w4}
+    vs = ("–" if not sp else f"{min(sp.values()):.2f}×" if len(sp) == 2 else
+          f"{next(iter(sp.values())):.2f}× (vs {dict(_LATENCY_PATHS)[next(iter(sp))]} only)")
     rows.append([model, f"{b} × {s}"] + [f"{cell(p)['median_ms']:.3f}" if cell(p) else "–" for p, _ in paths]
-                + [f"{min(sp):.2f}×" if sp else "–",
+                + [vs,
                    f"{100 * w4['share']['gemm']:.0f}%" if w4 and "share" in w4 else "–"])
   return rows
 

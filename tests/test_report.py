@@ -76,3 +76,13 @@ def test_formats_table_adds_lm_settings_beside_glue():
   assert rows[0] == ["format", "SST2 accuracy", "gap SST2", "PTB_GPT2 test ppl", "gap PTB_GPT2"]
   assert rows[1:] == [["FP32 teacher", "90.00 (n=1)", "–", "45.00 (n=1)", "–"],
                       ["NVFP4", "89.00 (n=1)", "-1.00", "–", "–"], ["MXFP4", "–", "–", "47.50 (n=1)", "+2.50"]]
+
+
+def test_latency_table_names_the_one_bf16_baseline_a_run_timed():
+  row = lambda path, ms, **sp: {"model": "bert_base", "batch": 32, "seq": 512, "path": path, "status": "ok",
+                                "median_ms": ms, **{f"speedup_vs_{k}": v for k, v in sp.items()}}
+  both = report.latency_table({"rows": [row("jax_bf16", 9.0), row("int4jax_bf16", 8.0),
+                                        row("int4jax_w4a4", 7.2, jax_bf16=1.25, int4jax_bf16=8.0 / 7.2)]})
+  assert both[1][-2] == "1.11×"   # the smaller of the two ratios: the faster bf16 path
+  one = report.latency_table({"rows": [row("jax_bf16", 9.0), row("int4jax_w4a4", 7.2, jax_bf16=1.25)]})
+  assert one[1][-2] == "1.25× (vs plain JAX bf16 only)"

@@ -382,15 +382,19 @@ def _engine_path(params, cfg, preset, gemms, mode):
 
 
 def speedups(rows: list[dict]) -> list[dict]:
-  """Adds speedup_vs_<baseline> (baseline ms / this ms) for each ok row, per (model, batch, seq). Rows of a merged
-  table (with `source`) keep the speedups computed within their own run (`merge`)."""
+  """Sets speedup_vs_<baseline> (baseline ms / this ms) for each ok row, per (model, batch, seq), from these rows
+  alone (ratios a run's JSON already holds are recomputed, so a baseline row dropped from it takes its ratios
+  along). Rows of a merged table (with `source`) keep the speedups computed within their own run (`merge`)."""
   base = {}
   for r in rows:
     if r["status"] == "ok":
       base[(r["model"], r["batch"], r["seq"], r["path"])] = r["median_ms"]
   out = []
   for r in rows:
-    r = dict(r)
+    if "source" not in r:
+      r = {k: v for k, v in r.items() if not k.startswith("speedup_vs_")}
+    else:
+      r = dict(r)
     if r["status"] == "ok" and "source" not in r:
       for b in BASELINES:
         ms = base.get((r["model"], r["batch"], r["seq"], b))

@@ -120,6 +120,16 @@ def test_merge_fills_skipped_cells_and_never_mixes_runs_in_a_ratio():
     latency.merge([old, res("c", [], device="NVIDIA H100")])
 
 
+def test_a_dropped_baseline_takes_its_ratios_along():
+  """A run's JSON stores its ratios; a baseline row removed from it (a cell measured wrong) must not leave them."""
+  row = lambda path, ms: {"model": "bert_base", "batch": 32, "seq": 512, "path": path, "status": "ok",
+                          "median_ms": ms}
+  rows = latency.speedups([row("jax_bf16", 9.0), row("torch_compile_fp16", 18.0), row("int4jax_w8a8", 7.2)])
+  assert rows[2]["speedup_vs_torch_compile_fp16"] == 2.5
+  kept = latency.speedups([r for r in rows if r["path"] != "torch_compile_fp16"])
+  assert "speedup_vs_torch_compile_fp16" not in kept[1] and kept[1]["speedup_vs_jax_bf16"] == 1.25
+
+
 def test_xla_quantize_variant_computes_the_same_engine():
   """int4jax_w4a4_xlaq changes only who runs quantize_rows (XLA instead of the Pallas kernel): the same codes and
   scales, so the same logits up to f32 summation order in the LayerNorm."""
