@@ -2,6 +2,13 @@
 
     mkdir -p /tmp/smol && tar -xzf <files_at>/logs.tgz -C /tmp/smol
     python results/scripts/collect_lm_smollm2.py <files_at>/runs.json /tmp/smol results/
+
+Runs from several device calls (e.g. the scratch pair of an ONLY_SCRATCH=1 call added to a collected pretrained
+run): a comma-separated list, merged left to right (a later file's run replaces an earlier one of the same name);
+an earlier collection (results/lm_smollm2.json) counts as a runs file through its "runs". Extract every call's
+logs.tgz into the same logs folder.
+
+    python results/scripts/collect_lm_smollm2.py results/lm_smollm2.json,<files_at>/runs.json /tmp/smol results/
 """
 import json
 import math
@@ -22,12 +29,35 @@ def _f(v):
   return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
 
 
+def _flag(run: dict, name: str) -> str:
+  """A flag's value from the run's recorded command line ("?" when it was not given)."""
+  return next((a.split("=", 1)[1] for a in run.get("command", "").split() if a.startswith(f"--{name}=")), "?")
+
+
+def _undertrained(runs: dict) -> str:
+  """A caveat when the scratch teacher stopped far short of the pretrained teacher's steps."""
+  s, p = runs.get("scratch_fp"), runs.get("fp")
+  if not s or not p or s["steps_run"] >= p["steps_run"] / 2:
+    return ""
+  return (f" (but the scratch teacher ran only {s['steps_run']} of the pretrained teacher's {p['steps_run']} steps: "
+          "a barely trained model, which has little to lose)")
+
+
 def _verdict(ok: bool | None, yes: str, no: str) -> str:
   return "not measured" if ok is None else (f"**reproduces**: {yes}" if ok else f"**contradicts**: {no}")
 
 
+def load_runs(runs_jsons: str) -> dict:
+  """Runs by name from a comma-separated list of runs.json files (or earlier collections), later files winning."""
+  runs = {}
+  for path in runs_jsons.split(","):
+    d = json.loads(pathlib.Path(path).read_text())
+    runs.update(d["runs"] if "rows" in d and "runs" in d else d)
+  return runs
+
+
 def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
-  runs = json.loads(pathlib.Path(runs_json).read_text())
+  runs = load_runs(runs_json)
   logs, out = pathlib.Path(logs_dir), pathlib.Path(out_dir)
   an = json.loads((logs / "an" / "positional_perplexity.json").read_text())
   act = json.loads((logs / "an" / "activation_range.json").read_text())
@@ -49,6 +79,9 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
       row[f"{d}_{s}"] = _ppl(r, d, s)
       row[f"gap_{d}_{s}"] = None if key in ("zs", "fp") else _ppl(r, d, s) - _ppl(teacher, d, s)
     rows.append(row)
+  commits = {}
+  for name, r in runs.items():
+    commits.setdefault(str(r.get("git_commit", "unknown"))[:7], []).append(name)
   scratch = {}
   if "scratch_fp" in runs and "scratch_w4a4" in runs:
     for d, s in cells:
@@ -75,9 +108,9 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
       "pretrained suffers more than scratch": _verdict(
           None if not scratch else scratch["ptb_valid"]["pretrained_gap"] > scratch["ptb_valid"]["gap"],
           f"W4A4 gap pretrained {_f(scratch.get('ptb_valid', {}).get('pretrained_gap'))} vs scratch "
-          f"{_f(scratch.get('ptb_valid', {}).get('gap'))} (PTB valid)",
+          f"{_f(scratch.get('ptb_valid', {}).get('gap'))} (PTB valid)" + _undertrained(runs),
           f"W4A4 gap pretrained {_f(scratch.get('ptb_valid', {}).get('pretrained_gap'))} vs scratch "
-          f"{_f(scratch.get('ptb_valid', {}).get('gap'))} (PTB valid)"),
+          f"{_f(scratch.get('ptb_valid', {}).get('gap'))} (PTB valid)" + _undertrained(runs)),
       "asymmetric helps": _verdict(
           None if g("w4a4_asym") is None else g("w4a4_asym") < g("w4a4"),
           f"W4A4 asym gap {_f(g('w4a4_asym'))} < sym {_f(g('w4a4'))}",
@@ -85,7 +118,8 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
   }
   result = {"what": "pretrained SmolLM2-135M-Instruct (Llama) on PTB: FP teacher and W4/W4A8/W4A4 QAT+KD students; "
                     "scratch-trained same architecture for comparison (issue 15)",
-            "gpu": gpu, "commit": teacher.get("git_commit"), "rows": rows, "scratch_vs_pretrained": scratch,
+            "gpu": gpu, "commit": teacher.get("git_commit"), "commits": commits, "rows": rows,
+            "scratch_vs_pretrained": scratch,
             "positional_buckets": an["buckets"], "positional_buckets_scratch": an_s and an_s["buckets"],
             "activation_range": {k: {layer: {"mean_first_8": v["mean_first_8"], "mean_rest": v["mean_rest"]}
                                      for layer, v in per.items()} for k, per in act["runs"].items()},
@@ -98,7 +132,8 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
       shutil.copy(logs / src, out / dst)
 
   md = ["# Pretrained decoder: SmolLM2-135M (Llama) on PTB, W4 / W4A8 / W4A4 QAT+KD (issue 15)", "",
-        f"GPU: {gpu}. Commit: {teacher.get('git_commit')}. Driver: `results/scripts/lm_smollm2_gpu.sh` "
+        f"GPU: {gpu}. Commits: " + "; ".join(f"{c} ({', '.join(n)})" for c, n in commits.items()) +
+        ". Driver: `results/scripts/lm_smollm2_gpu.sh` "
         "(recipe: `results/lm_smollm2_recipe.md`).", "",
         "**Caveat: the checkpoint was itself stored in 4 bits** (llama.cpp Q4_1, group 32, asymmetric; embedding "
         "Q8_0). The dequantized weights are the pretrained model here; the teacher is that model fine-tuned briefly "
@@ -121,6 +156,19 @@ def main(runs_json: str, logs_dir: str, out_dir: str) -> None:
     for k, v in scratch.items():
       md.append(f"| {k} | {_f(v['fp'])} | {_f(v['w4a4'])} | {_f(v['gap'])} | {_f(v['pretrained_fp'])} | "
                 f"{_f(v['pretrained_w4a4'])} | {_f(v['pretrained_gap'])} |")
+    md += ["", "Steps run (best) of the step cap, and wall budget (compilation included): " + ", ".join(
+        f"{n} {runs[n]['steps_run']} ({runs[n]['best_step']}) of {_flag(runs[n], 'num_train_steps')}, "
+        f"{_flag(runs[n], 'time_budget_s')} s" + (", stopped by the budget" if runs[n].get("stopped_by_time_budget")
+                                                  else "")
+        for n in ("fp", "w4a4", "scratch_fp", "scratch_w4a4") if n in runs) + "."]
+  if an_s:
+    ls = list(an_s["runs"])
+    md += ["", "Positional perplexity of the scratch pair (PTB valid):", "",
+           "| positions | " + " | ".join(ls) + " | " + " | ".join(f"gap {k}" for k in ls[1:]) + " |",
+           "|" + "---|" * (2 * len(ls))]
+    md += [f"| {b['positions'][0]}-{b['positions'][1]} | " + " | ".join(_f(b[k]) for k in ls) + " | " +
+           " | ".join(_f(b.get(f"gap_{k}")) for k in ls[1:]) + " |" for b in an_s["buckets"]]
+    md += ["", "![positional, scratch](lm_smollm2_scratch_positional_perplexity.png)"]
   labels = [k for k in an["runs"]]
   md += ["", "Positional perplexity (PTB valid; position j predicted from the j tokens before it):", "",
          "| positions | " + " | ".join(labels) + " | " + " | ".join(f"gap {k}" for k in labels[1:]) + " |",
