@@ -9,11 +9,14 @@ absolute, so this works from any directory). Without --data_dir/--split the run'
 evaluated and compared with the metric logged when best/ was saved: exit status 1 if they differ (they should not:
 evaluation is deterministic and uses the same batch shapes as training did). With them, the metrics are printed.
 
-    python -m experiments.eval --workdir=runs/sst2_w4a4 --engine=int [--packed=packed/sst2_w4a4]
+    python -m experiments.eval --workdir=runs/sst2_w4a4 --engine=int [--packed=packed/sst2_w4a4] [--time_runs=30]
 
 --engine=int evaluates a quantized GLUE run (BERT) or LM run (GPT-2, Llama: perplexity) through the integer
 inference engine (int4jax.inference: packed weights, integer kernels) and prints its metrics next to the logged
 fake-quant ones (float rounding apart, equal). Summarization runs (BART) are refused with a one-line error.
+--time_runs=N then times one evaluation batch through the engine (wall median of N synced calls after warm-up; on a
+GPU also CUPTI device time and its GEMM / quantize / attention / other split): the latency of *this* model. Against
+bf16, torch and XLA's int8/fp8 paths in one process: experiments.latency.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ flags.DEFINE_enum("engine_dtype", "bfloat16", ["bfloat16", "float32"], "--engine
 flags.DEFINE_enum("engine_backend", "auto", ["auto", "triton", "mosaic", "xla"], "--engine=int: the kernels' "
                   "backend (IntMode.backend; auto: the measured dispatcher on a GPU, the Pallas kernels in interpret "
                   "mode on a CPU; xla: XLA's integer dots, the quick choice on a CPU).")
+flags.DEFINE_integer("time_runs", 0, "--engine=int: also time one evaluation batch through the engine over this "
+                     "many calls (0: no timing).", lower_bound=0)
 
 
 def task_module(workdir: str):
@@ -59,6 +64,8 @@ def main(argv):
   if FLAGS.engine == "int":
     _eval_int()
     return
+  if FLAGS.time_runs:
+    raise app.UsageError("--time_runs times the integer engine: add --engine=int")
   with common.usage_errors():
     module = task_module(FLAGS.workdir)
     now, meta = module.evaluate_run(FLAGS.workdir, data_dir=FLAGS.data_dir, split=FLAGS.split)
@@ -82,13 +89,22 @@ def _eval_int():
     from int4jax.inference import engine  # pylint: disable=g-import-not-at-top
     from int4jax.tasks import engine_eval as evaluate  # pylint: disable=g-import-not-at-top
     now, meta = evaluate.evaluate_run(FLAGS.workdir, FLAGS.packed, dtype=FLAGS.engine_dtype, data_dir=FLAGS.data_dir,
-                                      split=FLAGS.split, int_mode=engine.default_mode(backend=FLAGS.engine_backend))
+                                      split=FLAGS.split, int_mode=engine.default_mode(backend=FLAGS.engine_backend),
+                                      time_runs=FLAGS.time_runs)
   name = meta["metric_name"]
   print(json.dumps({"workdir": FLAGS.workdir, "engine": "int", "step": meta["step"], "split": FLAGS.split or
-                    "validation", "metrics": now, "logged_fake_quant": meta["metrics"]}, sort_keys=True))
+                    "validation", "metrics": now, "logged_fake_quant": meta["metrics"],
+                    **({"timing": meta["timing"]} if "timing" in meta else {})}, sort_keys=True))
   logged = meta["metrics"][name]
   print(f"integer engine ({FLAGS.engine_dtype}): {name}={now[name]:.4f}; fake-quant logged {logged:.4f} on the "
         f"validation split (difference {now[name] - logged:+.2f})", flush=True)
+  if "timing" in meta:
+    t = meta["timing"]
+    shape = " x ".join(map(str, next(iter(t["batch_shape"].values()))))
+    device = (f", device {t['device_ms']:.3f} ms (" + ", ".join(f"{c} {v:.0%}" for c, v in t["share"].items()) + ")"
+              if "device_ms" in t else " (no device timer here: wall clock only)")
+    print(f"integer engine latency, one evaluation batch ({shape}): wall {t['wall_ms']:.3f} ms median of "
+          f"{t['runs']} calls{device}", flush=True)
 
 
 if __name__ == "__main__":

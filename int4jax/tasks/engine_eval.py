@@ -34,10 +34,25 @@ def run_engine(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16, i
   return engine.from_float(params, config, task, int_mode=int_mode, dtype=dtype, float_dtype=dtype, source=workdir)
 
 
+def time_batch(step, params, batch: dict, *, runs: int, warmup: int = 3) -> dict:
+  """Latency of one evaluation batch through `step` (already compiled by the evaluation): the wall-clock median of
+  `runs` synced calls, and on a GPU the CUPTI device time split into GEMM / attention / quantize / other, as
+  experiments.latency measures its cells (int4jax.inference.latency)."""
+  from int4jax.inference import latency  # pylint: disable=g-import-not-at-top  (torch-free, but heavy)
+  batch = jax.device_put(batch)
+  call = lambda: step(params, batch)
+  timing = latency.time_calls(call, jax.block_until_ready, warmup=warmup, runs=runs)
+  timing.update(latency.device_profile(call, jax.block_until_ready, runs=runs) or {})
+  timing["batch_shape"] = {k: list(v.shape) for k, v in batch.items()}
+  return timing
+
+
 def evaluate_run(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16, int_mode=None,
-                 data_dir: str | None = None, split: str | None = None) -> tuple[dict[str, float], dict]:
+                 data_dir: str | None = None, split: str | None = None,
+                 time_runs: int = 0) -> tuple[dict[str, float], dict]:
   """(metrics through the integer engine, best checkpoint metadata) of a GLUE or LM run, as its task's evaluate_run
-  computes them in fake-quant mode."""
+  computes them in fake-quant mode. time_runs > 0 also times the first evaluation batch (`time_batch`), returned
+  as meta["timing"]."""
   from int4jax.tasks import glue, lm  # pylint: disable=g-import-not-at-top  (task modules import each other lazily)
   from int4jax.train import checkpoint, loop as train  # pylint: disable=g-import-not-at-top
   dtype = jnp.dtype(dtype)
@@ -59,6 +74,9 @@ def evaluate_run(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16,
   else:
     raise ValueError(f"{workdir!r} holds a run of kind {kind!r}; --engine=int evaluates experiments.glue and "
                      "experiments.lm runs")
-  metrics = train.evaluate(eng.params, batches, jax.jit(task.eval_batch), train.make_mesh(), task)
+  step = jax.jit(task.eval_batch)
+  metrics = train.evaluate(eng.params, batches, step, train.make_mesh(), task)
+  if time_runs > 0:
+    meta = dict(meta, timing=time_batch(step, eng.params, next(iter(batches())), runs=time_runs))
   return metrics, meta
 

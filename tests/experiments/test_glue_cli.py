@@ -121,7 +121,12 @@ def test_cli_design_card_command_trains_then_reuses_its_teacher_and_eval(tmp_pat
   assert "identical" in out
   out = _cli("experiments.eval", f"--workdir={tmp_path}", "--split=test")
   assert "on test: accuracy=" in out
+  out = _cli("experiments.eval", f"--workdir={tmp_path}", "--engine=int", "--engine_backend=xla", "--time_runs=2")
+  assert "integer engine latency, one evaluation batch (" in out and "median of 2 calls (no device timer here" in out
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  bad = subprocess.run([sys.executable, "-m", "experiments.eval", f"--workdir={tmp_path}", "--time_runs=2"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "--time_runs times the integer engine: add --engine=int" in bad.stderr
   config_before = (tmp_path / "config.json").read_text()
   refused = subprocess.run([sys.executable, "-m", *args[:-1], "--learning_rate=0.01", f"--workdir={tmp_path}",
                             "--teacher=" + str(tmp_path / "teacher")], cwd=REPO, env=env, capture_output=True,

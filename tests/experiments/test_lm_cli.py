@@ -240,8 +240,12 @@ def test_integer_engine_perplexity_of_a_packed_student(runs, tmp_path):
   assert (packed / "tokenizer" / "tokenizer.json").is_file()
   fake = json.loads((student / "results.json").read_text())["valid"]["perplexity"]
   mode = engine.default_mode(backend="xla")
-  now, _ = engine_eval.evaluate_run(str(student), dtype=jnp.float32, int_mode=mode)
+  now, meta = engine_eval.evaluate_run(str(student), dtype=jnp.float32, int_mode=mode, time_runs=2)
   np.testing.assert_allclose(now["perplexity"], fake, rtol=1e-3)
+  # --time_runs: one evaluation batch timed through the same compiled step (no CUPTI device time on a CPU)
+  timing = meta["timing"]
+  assert timing["runs"] == 2 and 0 < timing["wall_min_ms"] <= timing["wall_ms"] and "device_ms" not in timing
+  assert timing["batch_shape"]["input_ids"] == [4, 32]   # TINY's --eval_batch_size x --block_size
   now, _ = engine_eval.evaluate_run(str(student), str(packed), int_mode=mode)
   np.testing.assert_allclose(now["perplexity"], fake, rtol=2e-2)
   with pytest.raises(ValueError, match="--split='dev' is not one of"):
