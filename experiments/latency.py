@@ -3,7 +3,7 @@
     python -m experiments.latency --out=results/latency                  # full grid, BERT-base and -large
     python -m experiments.latency --out=/tmp/lat --smoke                  # tiny model, one grid point (CPU check)
     python -m experiments.latency --from_json=results/latency/NVIDIA_H200.json --out=results/latency  # re-render
-    python -m experiments.latency --from_json=old.json,new.json --out=results/latency  # per model, the newest run
+    python -m experiments.latency --from_json=a.json,b.json --out=results/latency  # one table: b fills a's gaps
 
 Writes <out>/<device>.json (every cell, with its status), <device>.md (table, speedups) and <device>.png (plot).
 """
@@ -24,8 +24,9 @@ flags.DEFINE_integer("runs", 30, "Timed calls per cell (wall: median; device: CU
 flags.DEFINE_integer("warmup", 3, "Untimed calls per cell after the first (compiling) one.")
 flags.DEFINE_float("budget_s", 330.0, "Cells starting after this many seconds are skipped (and listed).")
 flags.DEFINE_bool("smoke", False, "Tiny BERT (hidden 128, 2 layers) at 1x128, for a CPU check of the pipeline.")
-flags.DEFINE_list("from_json", None, "Re-render the markdown and plot of earlier runs' JSON; with several, each "
-                  "model's rows come from the last run that measured it (latency.merge).")
+flags.DEFINE_list("from_json", None, "Re-render the markdown and plot of earlier runs' JSON; with several, one "
+                  "table cell by cell: the first run that measured a cell supplies it, later runs fill the cells it "
+                  "skipped, every ratio within its own run (latency.merge).")
 flags.DEFINE_string("git_commit", None, "Commit to record when the tree has no .git (a copy sent to a GPU machine).")
 
 

@@ -79,4 +79,3 @@ def evaluate_run(workdir: str, packed: str | None = None, *, dtype=jnp.bfloat16,
   if time_runs > 0:
     meta = dict(meta, timing=time_batch(step, eng.params, next(iter(batches())), runs=time_runs))
   return metrics, meta
-
